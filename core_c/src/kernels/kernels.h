@@ -1,0 +1,91 @@
+/*
+ * kernels.h - the internal kernel interface of the training core (not public).
+ *
+ * Every op has a plain reference implementation (`*_ref.c`, the algorithmic definition and the oracle of
+ * the tests), an optimised portable-C variant (`*_generic.c`) and, on aarch64, a NEON variant
+ * (`*_neon.c`). Kernels are single-threaded: they work on a row range so that the caller splits rows over
+ * worker threads (see core_c/src/parallel.c). Kernels never allocate, never fail: arguments are validated
+ * at the public API; preconditions here are asserts.
+ *
+ * All matrices are row-major with explicit leading dimensions (elements between rows).
+ * Sparse matrices are CSR over the kept weights of a weight matrix W (M x K):
+ *   rowptr[M+1], col[nnz] (column index of each kept weight), val[nnz].
+ * Their transpose is described by CSC index arrays over the same values:
+ *   colptr[K+1], row[nnz] (row of each entry), perm[nnz] (position of the entry in the CSR arrays).
+ * Index type is int32_t: a weight tensor has fewer than 2^31 elements (checked at pf_net_create).
+ */
+#ifndef PRUNEFL_KERNELS_H
+#define PRUNEFL_KERNELS_H
+
+#include <stdint.h>
+
+/* Dense GEMM, rows [m0, m1) of C:
+ *   C[m, n] = alpha * sum_k op(A)[m, k] * op(B)[k, n] + beta * C[m, n],  0 <= n < N
+ * op(A) is A (M x K, lda >= K) or, when trans_a, A^T where A is K x M (lda >= M).
+ * op(B) is B (K x N, ldb >= N) or, when trans_b, B^T where B is N x K (ldb >= K).
+ * beta == 0 overwrites C (C may hold garbage, even NaN). */
+typedef void (*pf_gemm_fn)(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc);
+
+/* SpMM, rows [m0, m1) of C (M x N), overwritten:
+ *   C[m, n] = sum_{e = rowptr[m]}^{rowptr[m+1]-1} val[e] * B[col[e], n]
+ * B is K x N (ldb >= N). An empty row writes zeros. */
+typedef void (*pf_spmm_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col,
+                           const float *val, const float *B, int64_t ldb, float *C, int64_t ldc);
+
+/* Transposed SpMM through the CSC view, rows [k0, k1) of C (K x N), overwritten:
+ *   C[k, n] = sum_{e = colptr[k]}^{colptr[k+1]-1} val[perm[e]] * D[row[e], n]
+ * i.e. C = W^T D with D (M x N, ldd >= N). */
+typedef void (*pf_spmm_t_fn)(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
+                             const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C,
+                             int64_t ldc);
+
+/* SDDMM (sampled dense-dense product) at the kept positions of rows [m0, m1), overwritten:
+ *   out[e] = sum_n A[m, n] * B[col[e], n]   for rowptr[m] <= e < rowptr[m+1]
+ * A is M x N (lda >= N), B is K x N (ldb >= N). This is dW = dY X^T at kept weights only. */
+typedef void (*pf_sddmm_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col,
+                            const float *A, int64_t lda, const float *B, int64_t ldb, float *out);
+
+/* im2col of one sample x (C, H, W) into columns cols[k * ldc + p], k = (c*kh + i)*kw + j, p = oh*OW + ow,
+ * zero where the window reads padding. OH = (H + 2*ph - kh)/sh + 1, OW likewise. */
+typedef void (*pf_im2col_fn)(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
+                             int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
+/* The adjoint of im2col: dx[c, h, w] += every column entry that im2col read from (c, h, w).
+ * dx is accumulated into (zero it first). */
+typedef void (*pf_col2im_fn)(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh,
+                             int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw, float *dx);
+
+/* One implementation of every op. */
+typedef struct pf_kernels {
+    const char *name; /* "ref", "generic", "neon" */
+    pf_gemm_fn gemm;
+    pf_spmm_fn spmm;
+    pf_spmm_t_fn spmm_t;
+    pf_sddmm_fn sddmm;
+    pf_im2col_fn im2col;
+    pf_col2im_fn col2im;
+} pf_kernels;
+
+/* The reference kernels (kernels/*_ref.c). */
+extern const pf_kernels pf_kernels_ref;
+/* All variants compiled into this build, reference first; tests compare each with the reference. */
+const pf_kernels *const *pf_kernel_variants(int *count);
+/* The variant the library uses: NEON on aarch64, generic elsewhere (kernels/config.c). */
+const pf_kernels *pf_kernels_best(void);
+
+/* Per-op reference functions (also used as fallbacks by optimised variants for awkward shapes). */
+void pf_gemm_ref(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pf_spmm_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
+                 const float *B, int64_t ldb, float *C, int64_t ldc);
+void pf_spmm_t_ref(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
+                   const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
+void pf_sddmm_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float *out);
+void pf_im2col_ref(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
+                   int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
+void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
+                   int32_t sh, int32_t sw, int32_t ph, int32_t pw, float *dx);
+
+#endif /* PRUNEFL_KERNELS_H */
