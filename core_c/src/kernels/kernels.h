@@ -88,4 +88,12 @@ void pf_im2col_ref(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, 
 void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
                    int32_t sh, int32_t sw, int32_t ph, int32_t pw, float *dx);
 
+#ifdef PF_HAVE_BLAS
+/* CBLAS-backed GEMM (kernels/gemm_blas.c), same contract as pf_gemm_fn. The BLAS threads itself: the
+ * parallel driver calls it once over all rows from the caller's thread, after pf_blas_set_threads. */
+void pf_gemm_blas(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pf_blas_set_threads(int n_threads);
+#endif
+
 #endif /* PRUNEFL_KERNELS_H */
