@@ -1,0 +1,44 @@
+"""PruneFL importance: per client round z_j += n_i * (sum_k g_kj)^2; the coordinator sums over clients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def client_importance(grad_sums: Sequence[np.ndarray], n_samples: int) -> list[np.ndarray]:
+    """z of one client round: ``n * a**2`` with ``a`` the sum of the local steps' gradients (float64)."""
+    if n_samples < 0:
+        raise ValueError("n_samples must be >= 0")
+    return [float(n_samples) * np.square(np.asarray(a, dtype=np.float64)) for a in grad_sums]
+
+
+def accumulate(total: list[np.ndarray] | None, z: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``total + z`` per parameter (float64); ``total`` None starts a new sum. Returns the new sum."""
+    if total is None:
+        return [np.asarray(x, dtype=np.float64).copy() for x in z]
+    if len(total) != len(z):
+        raise ValueError(f"importance has {len(z)} parameters, the sum has {len(total)}")
+    for i, (t, x) in enumerate(zip(total, z)):
+        x = np.asarray(x)
+        if t.shape != x.shape:
+            raise ValueError(f"importance of parameter {i}: shape {x.shape} != {t.shape}")
+        if not np.all(np.isfinite(x)) or np.any(x < 0):
+            raise ValueError(f"importance of parameter {i} must be finite and >= 0")
+        t += x
+    return total
+
+
+def sum_importance(per_client: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray] | None:
+    total: list[np.ndarray] | None = None
+    for z in per_client:
+        total = accumulate(total, z)
+    return total
+
+
+def split_importance(z: Sequence[np.ndarray], weight_params: Sequence[int]) -> tuple[list[np.ndarray], float]:
+    """(z of each prunable weight, in ``weight_params`` order; sum of z over every other parameter)."""
+    wp = set(weight_params)
+    fixed = float(sum(np.asarray(x, dtype=np.float64).sum() for i, x in enumerate(z) if i not in wp))
+    return [np.asarray(z[p]) for p in weight_params], fixed
