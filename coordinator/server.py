@@ -1,0 +1,215 @@
+"""The coordinator's round loop, written against :class:`coordinator.transport.Transport`.
+
+Per round: select K of the available clients (seeded), ask the method for the round's training config, send
+each selected client its task (the kept weights, and the mask in full, as a change, or not at all depending
+on the mask version the client holds), gather results until the deadline, drop stale or duplicate ones,
+let the method aggregate, let it reconfigure the mask, account simulated time and bytes, evaluate every
+``eval_every`` rounds, and emit one metrics record.
+
+The method object (Flower's ``Strategy``) holds the algorithm: ``setup`` (initial pruning, SNIP ...),
+``configure_round``, ``aggregate_round``, ``maybe_reconfigure``. It sees the :class:`Coordinator` only
+through :meth:`Coordinator.run_tasks`, the state, the model description and the time model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from coordinator.aggregation import aggregate_results, split_fresh
+from coordinator.encoding_size import result_bytes, task_bytes
+from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
+from coordinator.selection import select_clients
+from coordinator.state import GlobalState
+from coordinator.time_model import TimeModel
+from coordinator.transport import ClientFailure, Gathered, Transport
+from prunefl_edge.model_spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[[GlobalState], tuple[float, float]]  # state -> (loss, accuracy) on held-out data
+
+
+@dataclass
+class ServerConfig:
+    rounds: int
+    clients_per_round: int = 10
+    lr: float = 0.25
+    local_steps: int = 5
+    batch_size: int = 20
+    eval_every: int = 10
+    deadline_s: float | None = None
+    min_clients: int = 1  # a round with fewer results keeps the weights unchanged (and says so)
+
+
+class Method(Protocol):
+    name: str
+
+    def setup(self, coord: Coordinator) -> None: ...
+
+    def configure_round(self, coord: Coordinator, round_index: int) -> TrainConfig: ...
+
+    def aggregate_round(self, coord: Coordinator, results: list[TrainResult], failures: list[ClientFailure]) -> None:
+        ...
+
+    def maybe_reconfigure(self, coord: Coordinator, round_index: int) -> dict[int, np.ndarray] | None: ...
+
+
+class Coordinator:
+    def __init__(self, transport: Transport, method: Method, state: GlobalState, spec: ModelSpec,
+                 config: ServerConfig, time_model: TimeModel, evaluator: Evaluator | None = None,
+                 on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.transport = transport
+        self.method = method
+        self.state = state
+        self.spec = spec
+        self.config = config
+        self.time_model = time_model
+        self.evaluator = evaluator
+        self.on_round = on_round
+        pshapes = spec.param_shapes()
+        self.shapes = [p.shape for p in pshapes]
+        self.weight_params = [i for i, p in enumerate(pshapes) if p.prunable]
+        self.layer_names = [spec.layer_name(pshapes[p].layer) for p in self.weight_params]
+        self.sizes = {p: pshapes[p].size for p in self.weight_params}
+        self.client_version: dict[str, int] = {}  # mask version each client holds (-1: none / unknown)
+        self._mask_history: dict[int, dict[int, np.ndarray]] = {state.mask_version: state.masks}
+        self._values_cache: tuple[int, int, list[np.ndarray]] | None = None
+        self.records: list[dict[str, Any]] = []
+        self._wall0 = time.perf_counter()
+        self._stage_bytes = (0, 0)
+
+    # ---- helpers for methods ---------------------------------------------------------------------------
+    def kept_counts(self) -> list[int]:
+        return self.state.kept(self.weight_params)
+
+    def install_masks(self, masks: dict[int, np.ndarray]) -> None:
+        """New global masks (a new mask version); clients get the change with their next task."""
+        self.state.set_masks(masks)
+        self._mask_history[self.state.mask_version] = self.state.masks
+        for v in [v for v in self._mask_history if v < self.state.mask_version - 3]:
+            del self._mask_history[v]
+        self._values_cache = None
+
+    def _mask_update(self, client_id: str) -> MaskUpdate:
+        from coordinator.mask_delta import mask_delta
+
+        cur = self.state.mask_version
+        held = self.client_version.get(client_id, -1)
+        if held == cur:
+            return MaskUpdate(cur)
+        if held in self._mask_history:
+            return MaskUpdate(cur, delta=mask_delta(self._mask_history[held], self.state.masks, held, cur))
+        return MaskUpdate(cur, full=self.state.masks)
+
+    def _values(self) -> list[np.ndarray]:
+        key = (id(self.state.weights), self.state.mask_version)
+        if self._values_cache is None or self._values_cache[:2] != key:
+            self._values_cache = (*key, kept_values(self.state.weights, self.state.masks))
+        return self._values_cache[2]
+
+    def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any) -> Gathered:
+        """Send one task per client (current weights and mask) and gather the answers; counts bytes."""
+        r = self.state.round
+        values = self._values()
+        sent = []
+        for cid in client_ids:
+            task = Task(r, kind, self._mask_update(cid), values, config)
+            n = self.transport.send(cid, task)
+            self.state.bytes_down += n if n > 0 else task_bytes(task, self.sizes)
+            sent.append(cid)
+        got = self.transport.gather(sent, r, self.config.deadline_s)
+        for f in got.failures:
+            if f.needs_full_mask:
+                self.client_version[f.client_id] = -1
+        for res in got.results:
+            if res.round == r:
+                self.client_version[res.client_id] = res.mask_version
+        self.state.bytes_up += got.bytes_up if got.bytes_up > 0 else sum(result_bytes(x) for x in got.results)
+        return got
+
+    def forget_client_mask(self, client_id: str) -> None:
+        self.client_version[client_id] = -1
+
+    def aggregate(self, results: list[TrainResult]) -> None:
+        """FedAvg of sparse increments into the state (results already checked fresh)."""
+        if len(results) < self.config.min_clients:
+            log.warning("round %d: %d results (< %d): weights unchanged", self.state.round, len(results),
+                        self.config.min_clients)
+            return
+        self.state.weights = aggregate_results(self.state.weights, self.state.masks, results, self.state.round,
+                                               self.state.mask_version)
+
+    def densities(self) -> dict[str, float]:
+        return {name: float(np.count_nonzero(self.state.masks[p]) / self.sizes[p])
+                for name, p in zip(self.layer_names, self.weight_params)}
+
+    def record(self, **fields: Any) -> dict[str, Any]:
+        st = self.state
+        rec: dict[str, Any] = {
+            "round": st.round, "method": self.method.name, "density": st.density(),
+            "density_per_layer": self.densities(), "mask_version": st.mask_version,
+            "sim_time_s": st.sim_time_s, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+            "wall_time_s": time.perf_counter() - self._wall0, "accuracy": None, "loss": None,
+        }
+        rec.update(fields)
+        self.records.append(rec)
+        if self.on_round is not None:
+            self.on_round(rec)
+        return rec
+
+    def evaluate(self) -> tuple[float | None, float | None]:
+        if self.evaluator is None:
+            return None, None
+        loss, acc = self.evaluator(self.state)
+        return float(loss), float(acc)
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.method.setup(self)
+
+    def run_round(self) -> dict[str, Any]:
+        st, cfg = self.state, self.config
+        r = st.round
+        clients = select_clients(st.rng, self.transport.available_clients(), cfg.clients_per_round)
+        if not clients:
+            raise RuntimeError("no client is available")
+        train_cfg = self.method.configure_round(self, r)
+        kept_during = self.kept_counts()
+        got = self.run_tasks(clients, TaskKind.TRAIN, train_cfg)
+        results = [x for x in got.results if isinstance(x, TrainResult)]
+        fresh, rejected = split_fresh(results, r, st.mask_version)
+        for res, why in rejected:
+            log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
+        self.method.aggregate_round(self, fresh, got.failures)
+        st.sim_time_s += self.time_model.round_time(kept_during)
+        new_masks = self.method.maybe_reconfigure(self, r)
+        reconfigured = new_masks is not None
+        if new_masks is not None:
+            self.install_masks(new_masks)
+        loss = acc = None
+        if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
+            loss, acc = self.evaluate()
+        n = sum(x.n_samples for x in fresh)
+        rec = self.record(
+            stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
+            failures=len(got.failures) + len(rejected), reconfigured=reconfigured,
+            train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,
+            train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None)
+        st.round = r + 1
+        return rec
+
+    def run(self, checkpoint: Callable[[GlobalState], None] | None = None) -> list[dict[str, Any]]:
+        if self.state.round == 0 and not self.state.extra.get("setup_done"):
+            self.setup()
+            self.state.extra["setup_done"] = True
+        while self.state.round < self.config.rounds:
+            self.run_round()
+            if checkpoint is not None:
+                checkpoint(self.state)
+        return self.records

@@ -1,0 +1,61 @@
+"""The interface between the coordinator's round logic and the clients. No PruneFL logic lives here.
+
+Implementations: :mod:`coordinator.transport_inproc` (simulation, tests) and the MQTT transport (issue 5).
+The round loop only ever calls these methods; a transport decides how tasks travel and when a client
+counts as available, and reports failures instead of raising for a single client's problem.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from coordinator.messages import Result, Task
+
+
+@dataclass(frozen=True)
+class ClientFailure:
+    client_id: str
+    round: int
+    reason: str  # "timeout", "error: ...", "disconnected", "rejected: ..."
+    needs_full_mask: bool = False  # the client reported a mask version it does not hold
+
+
+@dataclass
+class Gathered:
+    results: list[Result] = field(default_factory=list)
+    failures: list[ClientFailure] = field(default_factory=list)
+    bytes_up: int = 0  # bytes actually received for these results, when the transport knows (else 0)
+
+
+class Transport(ABC):
+    @abstractmethod
+    def available_clients(self) -> list[str]:
+        """Ids of the clients that can take a task now."""
+
+    def client_info(self, client_id: str) -> dict[str, Any]:
+        """What a client announced about itself (``n_samples``, ``profile``, ``threads`` ...); may be empty."""
+        return {}
+
+    @abstractmethod
+    def send(self, client_id: str, task: Task) -> int:
+        """Hand a task to a client; returns the bytes sent when known (0 otherwise). Must not block on training."""
+
+    @abstractmethod
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
+        """Results of ``round_index`` from these clients, waiting at most ``deadline_s`` seconds (None: no limit).
+
+        Late, stale or duplicate messages are not the transport's business beyond passing them on: the
+        coordinator checks round and mask version. A client that did not answer in time is a failure.
+        """
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
