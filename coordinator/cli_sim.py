@@ -1,0 +1,334 @@
+"""``prunefl-sim``: a whole federation in one process (in-process transport, the real coordinator and trainer).
+
+    prunefl-sim --dataset mnist5k --model conv2 --clients 10 --partition dirichlet --method prunefl \\
+                --rounds 200 --out runs/prunefl
+    prunefl-sim --config sim.toml            # a TOML file holds what the flags hold (flags win)
+
+Writes to --out: ``metrics.jsonl`` (one record per round), ``final_mask.npz`` and ``final_weights.npz``,
+``model.onnx`` (the pruned model, when the ONNX exporter is available), ``summary.json`` and ``report.html``.
+Exit codes: 0 ok, 2 usage or configuration error, 3 data or model error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coordinator.methods import METHOD_NAMES, FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
+from coordinator.report import write_report
+from coordinator.server import Coordinator, Method, ServerConfig
+from coordinator.simulation import build_simulation, initial_weights
+from coordinator.time_model import ProfileError, TimeModel, load_profile
+from prunefl_edge.model_spec import ModelSpec
+
+log = logging.getLogger("prunefl-sim")
+
+EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+class UsageError(ValueError):
+    """Bad flags or configuration (exit 2)."""
+
+
+@dataclass
+class SimOptions:
+    """Everything a simulation run needs; the flags and the TOML keys are these field names."""
+
+    dataset: str = "mnist5k"
+    model: str = "conv2"
+    clients: int = 10
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    test_fraction: float = 0.2
+    method: str = "prunefl"
+    rounds: int = 200
+    clients_per_round: int = 10
+    lr: float = 0.25
+    local_steps: int = 5
+    batch_size: int = 20
+    eval_every: int = 10
+    reconfig_interval: int = 50
+    importance_window: int | None = None
+    max_density: float | None = None
+    target_density: float = 0.13  # snip / imp
+    imp_steps: int = 20
+    initial_client: str | None = None
+    ip_max_passes: int = 1000
+    mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
+    profile: str = "pi4-reference"
+    seed: int = 0
+    threads: int = 1
+    out: str | None = None
+    report: bool = True
+    export_onnx: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(SimOptions)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SimOptions()
+    p = argparse.ArgumentParser(prog="prunefl-sim", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Exit codes: 0 ok, 2 usage/config error, 3 data/model error, 130 interrupted.")
+    p.add_argument("--config", help="TOML file whose keys are these options (dashes or underscores); flags win")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", help=f"mnist5k, digits, or a data file/directory (default {d.dataset})")
+    g.add_argument("--model", help=f"conv2, mlp, vgg11 or a .onnx file (default {d.model})")
+    g.add_argument("--clients", type=int, help=f"number of simulated clients (default {d.clients})")
+    g.add_argument("--partition", choices=("iid", "dirichlet", "shards", "natural"),
+                   help=f"how the training data is split (default {d.partition})")
+    g.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default {d.alpha})")
+    g.add_argument("--shards-per-client", type=int, help=f"shards partition (default {d.shards_per_client})")
+    g.add_argument("--test-fraction", type=float, help=f"held-out fraction when the data has no test split "
+                                                       f"(default {d.test_fraction})")
+    g = p.add_argument_group("federation")
+    g.add_argument("--method", choices=METHOD_NAMES, help=f"(default {d.method})")
+    g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
+    g.add_argument("--clients-per-round", type=int, help=f"(default {d.clients_per_round})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    g.add_argument("--local-steps", type=int, help=f"local SGD steps per round (default {d.local_steps})")
+    g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
+    g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--reconfig-interval", type=int, help=f"rounds between reconfigurations (default "
+                                                         f"{d.reconfig_interval})")
+    g.add_argument("--importance-window", type=int, help="rounds before a reconfiguration in which clients "
+                                                         "accumulate importance (default: the whole interval)")
+    g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
+    g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
+    g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
+    g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
+    g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
+    g = p.add_argument_group("run")
+    g.add_argument("--profile", help=f"device profile: pi4-reference or a JSON file from `prunefl-edge profile` "
+                                     f"(default {d.profile})")
+    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    g.add_argument("--threads", type=int, help=f"C core threads per network (default {d.threads})")
+    g.add_argument("--out", help="output directory (metrics.jsonl, final model, report); default: none")
+    g.add_argument("--no-report", dest="report", action="store_const", const=False, help="skip report.html")
+    g.add_argument("--no-onnx", dest="export_onnx", action="store_const", const=False, help="skip model.onnx")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return p
+
+
+def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_config(args.config))
+    for k, v in vars(args).items():
+        if k in ("config", "quiet") or v is None:
+            continue
+        values[k] = v
+    return make_options(values), bool(args.quiet)
+
+
+def load_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise UsageError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+    known = _field_types()
+    out = {}
+    for k, v in data.items():
+        key = k.replace("-", "_")
+        if key not in known or key == "extra":
+            raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
+        out[key] = v
+    return out
+
+
+def make_options(values: dict[str, Any]) -> SimOptions:
+    opts = SimOptions(**values)
+    checks = [(opts.clients > 0, "--clients must be positive"), (opts.rounds > 0, "--rounds must be positive"),
+              (opts.clients_per_round > 0, "--clients-per-round must be positive"),
+              (opts.lr > 0, "--lr must be positive"), (opts.local_steps > 0, "--local-steps must be positive"),
+              (opts.batch_size > 0, "--batch-size must be positive"), (opts.eval_every > 0, "--eval-every > 0"),
+              (opts.reconfig_interval > 0, "--reconfig-interval must be positive"),
+              (0 < opts.target_density <= 1, "--target-density must be in (0, 1]"),
+              (opts.max_density is None or 0 < opts.max_density <= 1, "--max-density must be in (0, 1]"),
+              (0 < opts.test_fraction < 1, "--test-fraction must be in (0, 1)"),
+              (opts.threads > 0, "--threads must be positive"),
+              (opts.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}")]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    if opts.method in ("reinit", "random-reinit") and not opts.mask_from:
+        raise UsageError(f"--method {opts.method} needs --mask-from RUN_DIR (the final mask of a PruneFL run)")
+    return opts
+
+
+def load_mask_file(path: str) -> dict[int, np.ndarray]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "final_mask.npz"
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            return {int(k[1:]): np.array(data[k], bool) for k in data.files if k.startswith("m")}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--mask-from {path}: cannot read a mask file ({e})") from e
+
+
+def make_method(opts: SimOptions, spec: ModelSpec, net_factory: Callable[[ModelSpec], Any]) -> Method:
+    m = opts.method
+    if m in ("prunefl", "adaptive-only"):
+        return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
+                       importance_window=opts.importance_window, max_density=opts.max_density,
+                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes)
+    if m == "fedavg":
+        return FedAvg()
+    if m == "snip":
+        return Snip(opts.target_density)
+    if m == "imp":
+        return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
+    if m in ("reinit", "random-reinit"):
+        assert opts.mask_from is not None
+        masks = load_mask_file(opts.mask_from)
+        seed = opts.seed if m == "reinit" else opts.seed + 1_000_000
+        return FixedMask(masks, initial_weights(spec, seed, net_factory), m)
+    if m == "online":
+        from coordinator.methods.online import OnlineSizeTuner
+
+        return OnlineSizeTuner()
+    raise UsageError(f"unknown method {m!r}")
+
+
+def engine_factory(threads: int) -> Callable[[ModelSpec], Any]:
+    from prunefl_edge.engine import Network
+
+    return lambda spec: Network(spec, threads=threads)
+
+
+@dataclass
+class SimResult:
+    records: list[dict[str, Any]]
+    coordinator: Coordinator
+    out: Path | None
+
+
+def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | None = None,
+                   sgd_config: Callable[..., Any] | None = None, progress: bool = True) -> SimResult:
+    """Run one simulation; writes the outputs when ``opts.out`` is set. Raises InputError / UsageError."""
+    from coordinator.sim_inputs import load_data, load_model, partition
+
+    net_factory = net_factory or engine_factory(opts.threads)
+    data = load_data(opts.dataset, opts.test_fraction, opts.seed)
+    spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
+    parts = partition(data.y_train, opts.clients, opts.partition, opts.seed, opts.alpha, opts.shards_per_client,
+                      data.groups)
+    clients = [(data.x_train[p], data.y_train[p]) for p in parts]
+    try:
+        time_model = TimeModel.from_profile(load_profile(opts.profile), spec, opts.local_steps)
+    except ProfileError as e:
+        raise UsageError(str(e)) from e
+    method = make_method(opts, spec, net_factory)
+    out = Path(opts.out) if opts.out else None
+    sink = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in finally
+    t0 = time.perf_counter()
+
+    def on_round(rec: dict[str, Any]) -> None:
+        if sink is not None:
+            sink.write(json.dumps(rec) + "\n")
+            sink.flush()
+        if progress:
+            acc = "" if rec.get("accuracy") is None else f" acc {rec['accuracy']:.4f}"
+            log.info("%s round %d/%d%s density %.4f sim %.2fh up %.1fMB down %.1fMB wall %.0fs", rec["method"],
+                     rec["round"] + 1, opts.rounds, acc, rec["density"], rec["sim_time_s"] / 3600,
+                     rec["bytes_up"] / 1e6, rec["bytes_down"] / 1e6, time.perf_counter() - t0)
+
+    cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
+                       local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every)
+    coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
+                             net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round)
+    try:
+        coord.run()
+    finally:
+        if sink is not None:
+            sink.close()
+        if out is not None:
+            _write_outputs(opts, coord, spec, out)
+        coord.transport.close()
+    return SimResult(coord.records, coord, out)
+
+
+def _write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: Path) -> None:
+    from coordinator.sim_inputs import export_model
+
+    st = coord.state
+    np.savez(out / "final_mask.npz", **{f"m{p}": m for p, m in st.masks.items()})
+    np.savez(out / "final_weights.npz", **{f"w{i}": w for i, w in enumerate(st.masked_weights())})
+    onnx_path = None
+    if opts.export_onnx:
+        try:
+            if export_model(spec, st.weights, st.masks, str(out / "model.onnx")):
+                onnx_path = str(out / "model.onnx")
+            else:
+                log.warning("ONNX exporter not available; the model is in final_weights.npz / final_mask.npz")
+        except (OSError, ValueError) as e:
+            log.warning("ONNX export failed: %s", e)
+    last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
+    summary = {"options": {k: v for k, v in asdict(opts).items() if k != "extra"}, "rounds": st.round,
+               "final_accuracy": last["accuracy"] if last else None, "final_density": st.density(),
+               "sim_time_s": st.sim_time_s, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+               "onnx": onnx_path, "initial_pruning": st.extra.get("initial_pruning")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if opts.report:
+        path = write_report({opts.method: coord.records}, out, title=f"prunefl-sim: {opts.method}")
+        log.info("report: %s", path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from coordinator.sim_inputs import InputError
+
+    try:
+        opts, quiet = options_from_args(argv)
+    except UsageError as e:
+        print(f"prunefl-sim: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TypeError as e:  # a TOML value of the wrong type
+        print(f"prunefl-sim: error: bad configuration value ({e})", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        res = run_simulation(opts)
+    except UsageError as e:
+        print(f"prunefl-sim: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (InputError, OSError) as e:
+        print(f"prunefl-sim: data/model error: {e}", file=sys.stderr)
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        print("prunefl-sim: interrupted (metrics so far are in the output directory)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as e:
+        print(f"prunefl-sim: the training core is not available ({e}); build it with cmake and set "
+              "PRUNEFL_EDGE_LIB", file=sys.stderr)
+        return EXIT_DATA
+    if res.out is not None:
+        print(f"prunefl-sim: done; outputs in {res.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
