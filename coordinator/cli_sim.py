@@ -204,10 +204,6 @@ def make_method(opts: SimOptions, spec: ModelSpec, net_factory: Callable[[ModelS
         masks = load_mask_file(opts.mask_from)
         seed = opts.seed if m == "reinit" else opts.seed + 1_000_000
         return FixedMask(masks, initial_weights(spec, seed, net_factory), m)
-    if m == "online":
-        from coordinator.methods.online import OnlineSizeTuner
-
-        return OnlineSizeTuner()
     raise UsageError(f"unknown method {m!r}")
 
 
@@ -229,7 +225,6 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     """Run one simulation; writes the outputs when ``opts.out`` is set. Raises InputError / UsageError."""
     from coordinator.sim_inputs import load_data, load_model, partition
 
-    net_factory = net_factory or engine_factory(opts.threads)
     data = load_data(opts.dataset, opts.test_fraction, opts.seed)
     spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
     parts = partition(data.y_train, opts.clients, opts.partition, opts.seed, opts.alpha, opts.shards_per_client,
@@ -239,6 +234,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
         time_model = TimeModel.from_profile(load_profile(opts.profile), spec, opts.local_steps)
     except ProfileError as e:
         raise UsageError(str(e)) from e
+    net_factory = net_factory or engine_factory(opts.threads)
     method = make_method(opts, spec, net_factory)
     out = Path(opts.out) if opts.out else None
     sink = None
