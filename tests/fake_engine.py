@@ -86,6 +86,9 @@ class FakeNetwork:
     def reset_momentum(self) -> None:
         pass
 
+    def set_sparse_threshold(self, layer: int, density: float) -> None:
+        pass
+
     def grads(self) -> list[np.ndarray]:
         return [g.copy() for g in self._grads]
 
