@@ -151,7 +151,7 @@ class Trainer:
                                 f"{self.weight_params}")
             masks = {}
             for p in self.weight_params:
-                m = np.asarray(upd.full[p], bool)
+                m = np.array(upd.full[p], dtype=bool, copy=True)  # never alias the sender's arrays
                 if m.shape != self.shapes[p]:
                     raise TaskError(f"mask of parameter {p}: shape {m.shape}, expected {self.shapes[p]}")
                 masks[p] = m

@@ -1,0 +1,77 @@
+"""The round loop against a transport: failures, stale results dropped, mask changes sent as deltas."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from fake_engine import FakeNetwork
+from fake_engine import SGDConfig as FakeSGD
+
+from coordinator.methods import FedAvg, PruneFL
+from coordinator.server import Coordinator, ServerConfig
+from coordinator.state import GlobalState
+from coordinator.time_model import TimeModel, load_profile
+from coordinator.transport_inproc import InProcTransport
+from prunefl_edge.model_spec import Linear, ModelSpec, ReLU
+from prunefl_edge.trainer import Trainer
+
+SPEC = ModelSpec((16, 1, 1), (Linear(12), ReLU(), Linear(4)), name="tiny")
+
+
+class Spy(InProcTransport):
+    def __init__(self, *a, stale=None, **kw):
+        super().__init__(*a, **kw)
+        self.sent = []
+        self.stale = stale
+
+    def send(self, client_id, task):
+        self.sent.append((client_id, task))
+        return super().send(client_id, task)
+
+    def gather(self, client_ids, round_index, deadline_s):
+        got = super().gather(client_ids, round_index, deadline_s)
+        if self.stale is not None:
+            got.results = [dataclasses.replace(r, mask_version=r.mask_version - 1) if r.client_id == self.stale
+                           else r for r in got.results]
+        return got
+
+
+def _coord(method, fail=None, stale=None, rounds=6):
+    rng = np.random.default_rng(0)
+    trainers = []
+    for i in range(4):
+        x = rng.standard_normal((60, 16, 1, 1)).astype(np.float32)
+        y = (x.reshape(60, -1)[:, :4].argmax(1)).astype(np.int32)
+        trainers.append(Trainer(f"c{i}", FakeNetwork(SPEC), x, y, seed=i, sgd_config=FakeSGD))
+    net = FakeNetwork(SPEC)
+    net.init_weights(seed=0)
+    masks = {p: np.ones(s.shape, bool) for p, s in enumerate(SPEC.param_shapes()) if s.prunable}
+    state = GlobalState.create(net.get_weights(), masks, seed=1)
+    tm = TimeModel.from_profile(load_profile("pi4-reference"), SPEC, 5)
+    tr = Spy(trainers, fail=fail, stale=stale)
+    return Coordinator(tr, method, state, SPEC, ServerConfig(rounds=rounds, clients_per_round=3, lr=0.1), tm), tr
+
+
+def test_failures_and_stale_results_do_not_stop_the_round():
+    coord, _ = _coord(FedAvg(), fail=lambda cid, r: cid == "c1" and r == 0, stale="c2")
+    recs = coord.run()
+    assert all(r["results"] <= 3 for r in recs)
+    r0 = recs[0]
+    assert r0["failures"] >= 1
+    assert coord.state.round == 6
+
+
+def test_mask_change_travels_as_delta_then_nothing():
+    coord, spy = _coord(PruneFL(initial=False, reconfig_interval=2), rounds=5)
+    coord.run()
+    kinds = [(r, "full" if t.mask.full is not None else "delta" if t.mask.delta is not None else "none")
+             for r, (cid, t) in enumerate(spy.sent)]
+    assert any(k == "full" for _, k in kinds)  # first contact
+    assert any(k == "delta" for _, k in kinds)  # after the reconfiguration at round 2 or 4
+    assert any(k == "none" for _, k in kinds)  # unchanged mask
+    assert coord.state.mask_version >= 1
+    for t in spy.trainers.values():  # a client that holds the current version holds the coordinator's masks
+        if t.mask_version == coord.state.mask_version:
+            for p, m in coord.state.masks.items():
+                np.testing.assert_array_equal(t.masks[p], m)
