@@ -11,8 +11,8 @@ A :class:`TimeModel` is a profile applied to one model and ``local_steps``: per 
 compute terms are multiplied by ``local_steps`` (the reference: ``TIME_CONSTANT = SPARSE_TIME * 5``,
 ``COMP_COEFFICIENTS = COMP_COEFFICIENTS_SINGLE * 5``); communication is per round already.
 
-When a profile was measured for another model (layer count or sizes differ), each layer uses the profile's
-per-kind default (``defaults.conv`` / ``defaults.linear``), which is an approximation and is logged.
+When a profile was measured for another model (other number or kinds of prunable layers), each layer uses the
+profile's per-kind default (``defaults.conv`` / ``defaults.linear``), which is an approximation and is logged.
 """
 
 from __future__ import annotations
@@ -155,11 +155,17 @@ class TimeModel:
     def from_profile(cls, profile: DeviceProfile, spec: ModelSpec, local_steps: int = 5) -> TimeModel:
         prunable = spec.prunable_layers()
         shapes = {p.layer: p.size for p in spec.param_shapes() if p.prunable}
+        # per-layer coefficients apply when the prunable layers correspond one to one (same count and kinds, e.g.
+        # Conv-2 with 10 instead of 62 classes: coefficients are per weight); sizes that differ are logged
         matches = len(profile.layers) == len(prunable) and all(
-            lp.weights == shapes[li] for lp, li in zip(profile.layers, prunable))
+            lp.kind == _kind(spec.layers[li]) for lp, li in zip(profile.layers, prunable))
         per_iter = []
         if matches:
             per_iter = [lp.s_per_weight for lp in profile.layers]
+            resized = [lp.name for lp, li in zip(profile.layers, prunable) if lp.weights != shapes[li]]
+            if resized:
+                log.info("profile %r: layers %s have other sizes in %r; per-weight coefficients used as they are",
+                         profile.name, resized, spec.name)
         else:
             for li in prunable:
                 kind = _kind(spec.layers[li])

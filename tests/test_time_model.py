@@ -28,6 +28,12 @@ def test_pi4_reference_matches_paper_config():
         10 * (1.2492789765 + sum(k * a for k, a in zip(kept, [0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7]))))
 
 
+def test_conv2_with_ten_classes_uses_per_layer_coefficients():
+    conv2_10 = ModelSpec(CONV2.input_shape, (*CONV2.layers[:-1], Linear(10)), name="conv2")
+    tm = TimeModel.from_profile(load_profile("pi4-reference"), conv2_10, local_steps=5)
+    np.testing.assert_allclose(tm.compute, np.array([0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7]) * 5)
+
+
 def test_other_model_uses_kind_defaults():
     mlp = ModelSpec((64, 1, 1), (Linear(32), ReLU(), Linear(10)), name="mlp")
     tm = TimeModel.from_profile(load_profile("pi4-reference"), mlp, local_steps=5)
