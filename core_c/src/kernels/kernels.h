@@ -67,7 +67,7 @@ typedef struct pf_kernels {
     pf_col2im_fn col2im;
 } pf_kernels;
 
-/* The reference kernels (kernels/*_ref.c). */
+/* The reference kernels (the files kernels/<op>_ref.c). */
 extern const pf_kernels pf_kernels_ref;
 /* All variants compiled into this build, reference first; tests compare each with the reference. */
 const pf_kernels *const *pf_kernel_variants(int *count);
