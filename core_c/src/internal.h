@@ -1,0 +1,110 @@
+/* internal.h - the network's private state, shared by net.c (API), layers.c (forward/backward),
+ * sparse.c (CSR management), sgd.c and parallel.c. Not installed. */
+#ifndef PRUNEFL_INTERNAL_H
+#define PRUNEFL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "prunefl/prunefl.h"
+#include "threadpool.h"
+
+#define PF_ERRMSG_LEN 256
+
+/*
+ * A prunable layer's weight is the matrix W (M x K): linear (out, in); conv2d (out_c, in_c*kh*kw).
+ * Dense mode: w, gw (M*K) and mom (M*K, allocated on first use of momentum) hold the state.
+ * Sparse mode: CSR over kept weights: rowptr (M+1), col, and val/gval/vmom (nnz) hold the state; the CSC
+ * view (colptr (K+1), row, perm) serves the transposed product. The mask (M*K bytes) exists in both modes.
+ */
+typedef struct pf_weight {
+    int32_t M, K;
+    int64_t size;    /* M*K */
+    int64_t nnz;     /* kept weights */
+    uint8_t *mask;   /* size */
+    int sparse;      /* which state is live */
+    float threshold; /* sparse when density <= threshold */
+    /* dense state */
+    float *w, *gw, *mom;
+    /* sparse state */
+    int32_t *rowptr, *col, *colptr, *row, *perm;
+    float *val, *gval, *vmom;
+    /* importance: dense gradient sum (size), allocated while importance is on */
+    float *gsum;
+    int mom_live; /* momentum holds non-zero values */
+} pf_weight;
+
+typedef struct pf_layer {
+    pf_layer_spec spec;
+    int32_t in_c, in_h, in_w, out_c, out_h, out_w;
+    int64_t in_size, out_size; /* per sample */
+    int32_t weight_param, bias_param;
+    pf_weight wt; /* prunable layers only */
+    float *b, *gb, *bmom, *bsum; /* bias (out_c), its gradient, momentum, importance sum */
+    /* per-batch buffers (grown with the batch) */
+    float *out;   /* (B, out_size) */
+    float *dout;  /* (B, out_size): gradient w.r.t. out */
+    float *cols;  /* conv: im2col (K, B*P); linear sparse: X^T (K, B) */
+    float *tmp;   /* conv: (M, B*P) product; linear sparse: (M, B) */
+    float *dtmp;  /* conv: (K, B*P) dcols; linear sparse: (K, B) */
+    int32_t *argmax; /* maxpool: (B, out_size) */
+} pf_layer;
+
+struct pf_net {
+    int32_t n_layers;
+    pf_layer *layers;
+    int32_t n_params;
+    int32_t in_c, in_h, in_w;
+    int64_t in_size, out_size;
+    int32_t batch_cap; /* buffers are allocated for this many samples */
+    int32_t last_batch; /* batch of the last forward_backward, 0 if none */
+    float *probs;      /* (batch_cap, out_size) softmax */
+    float *dinput;     /* (batch_cap, in_size) when input_grad is on */
+    int32_t first_param_layer; /* lowest layer index with parameters (n_layers if none) */
+    int input_grad;
+    int importance;
+    int have_grads;
+    pf_pool *pool;
+    const pf_kernels *kern;
+    char err[PF_ERRMSG_LEN];
+};
+
+/* net.c */
+pf_status pf_fail(pf_net *net, pf_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* sparse.c: switch a layer's live state; (re)build CSR/CSC from the mask. NOMEM leaves it unchanged. */
+/* Replace the mask (new_mask may be wt->mask) and move to the dense (want_sparse 0) or sparse state. */
+pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_sparse);
+pf_status pf_weight_to_dense(pf_weight *wt);
+pf_status pf_weight_to_sparse(pf_weight *wt);
+/* Copy the current weights into dense (size) / from dense (kept positions only). */
+void pf_weight_read(const pf_weight *wt, float *dense);
+void pf_weight_write(pf_weight *wt, const float *dense);
+void pf_weight_read_grad(const pf_weight *wt, float *dense);
+void pf_weight_free(pf_weight *wt);
+
+/* parallel.c: drivers splitting kernel row ranges across the pool. */
+void pf_par_gemm(pf_net *net, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pf_par_spmm(pf_net *net, const pf_weight *wt, int64_t N, const float *B, float *C);
+void pf_par_spmm_t(pf_net *net, const pf_weight *wt, int64_t N, const float *D, float *C);
+void pf_par_sddmm(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out);
+void pf_par_im2col(pf_net *net, const pf_layer *L, int32_t batch, const float *x, float *cols);
+void pf_par_col2im(pf_net *net, const pf_layer *L, int32_t batch, const float *cols, float *dx);
+/* dst (cols x rows) = src (rows x cols)^T */
+void pf_transpose(pf_net *net, const float *src, int64_t rows, int64_t cols, float *dst);
+
+/* layers.c */
+pf_status pf_layers_forward(pf_net *net, const float *x, int32_t batch);
+void pf_layers_backward(pf_net *net, const float *x, int32_t batch);
+
+/* sgd.c: prepare allocates momentum buffers (before anything changes), apply cannot fail. */
+pf_status pf_sgd_prepare(pf_net *net, const pf_sgd_config *cfg);
+void pf_sgd_apply(pf_net *net, const pf_sgd_config *cfg);
+
+#endif /* PRUNEFL_INTERNAL_H */

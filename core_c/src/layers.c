@@ -1,0 +1,218 @@
+/* layers.c - forward/backward pairs of every layer kind, on float buffers of the whole batch.
+ *
+ * Activations are (B, C, H, W) row-major. A prunable layer computes the product Y(M x N) = W(M x K) X(K x N):
+ *   linear: X = input^T (K = in features, N = B); conv2d: X = im2col of the batch (K = in_c*kh*kw, N = B*OH*OW).
+ * Backward overwrites gradients (it does not accumulate across calls), except the importance sums. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- linear --------------------------------------------------------------------------------------------- */
+// in (B, K), out (B, M)
+static void linear_forward(pf_net *net, pf_layer *L, const float *in, int32_t B) {
+    pf_weight *wt = &L->wt;
+    const int64_t M = wt->M, K = wt->K;
+    if (!wt->sparse) {
+        pf_par_gemm(net, 0, 1, B, M, K, 1.0f, in, K, wt->w, K, 0.0f, L->out, M);
+    } else {
+        pf_transpose(net, in, B, K, L->cols);     /* X^T (K, B) */
+        pf_par_spmm(net, wt, B, L->cols, L->tmp); /* Y^T (M, B) */
+        pf_transpose(net, L->tmp, M, B, L->out);
+    }
+    if (L->b)
+        for (int32_t b = 0; b < B; b++) {
+            float *o = L->out + (int64_t)b * M;
+            for (int64_t m = 0; m < M; m++) o[m] += L->b[m];
+        }
+}
+
+// dout (B, M) -> din (B, K) (if din), gradients of W and b
+static void linear_backward(pf_net *net, pf_layer *L, const float *in, int32_t B, float *din) {
+    pf_weight *wt = &L->wt;
+    const int64_t M = wt->M, K = wt->K;
+    if (L->b) {
+        for (int64_t m = 0; m < M; m++) L->gb[m] = 0.0f;
+        for (int32_t b = 0; b < B; b++) {
+            const float *d = L->dout + (int64_t)b * M;
+            for (int64_t m = 0; m < M; m++) L->gb[m] += d[m];
+        }
+    }
+    if (!wt->sparse) {
+        pf_par_gemm(net, 1, 0, M, K, B, 1.0f, L->dout, M, in, K, 0.0f, wt->gw, K); /* dW = dY^T X */
+        if (wt->gsum)
+            for (int64_t i = 0; i < wt->size; i++) wt->gsum[i] += wt->gw[i];
+        if (wt->nnz < wt->size)
+            for (int64_t i = 0; i < wt->size; i++) wt->gw[i] = wt->mask[i] ? wt->gw[i] : 0.0f;
+        if (din) pf_par_gemm(net, 0, 0, B, K, M, 1.0f, L->dout, M, wt->w, K, 0.0f, din, K); /* dX = dY W */
+    } else {
+        /* L->cols holds X^T (K, B) from the forward pass */
+        pf_transpose(net, L->dout, B, M, L->tmp);                    /* dY^T (M, B) */
+        pf_par_sddmm(net, wt, B, L->tmp, L->cols, wt->gval);         /* dW at kept weights */
+        if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, B, 1.0f, L->tmp, B, L->cols, B, 1.0f, wt->gsum, K);
+        if (din) {
+            pf_par_spmm_t(net, wt, B, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, B) */
+            pf_transpose(net, L->dtmp, K, B, din);
+        }
+    }
+    if (L->bsum)
+        for (int64_t m = 0; m < M; m++) L->bsum[m] += L->gb[m];
+}
+
+/* ---- conv2d --------------------------------------------------------------------------------------------- */
+// in (B, C, H, W) -> out (B, M, OH, OW); cols (K, B*P), tmp (M, B*P)
+static void conv_forward(pf_net *net, pf_layer *L, const float *in, int32_t B) {
+    pf_weight *wt = &L->wt;
+    const int64_t M = wt->M, K = wt->K, P = (int64_t)L->out_h * L->out_w, N = P * B;
+    pf_par_im2col(net, L, B, in, L->cols);
+    if (!wt->sparse)
+        pf_par_gemm(net, 0, 0, M, N, K, 1.0f, wt->w, K, L->cols, N, 0.0f, L->tmp, N);
+    else
+        pf_par_spmm(net, wt, N, L->cols, L->tmp);
+    for (int32_t b = 0; b < B; b++)
+        for (int64_t m = 0; m < M; m++) {
+            const float bias = L->b ? L->b[m] : 0.0f;
+            const float *src = L->tmp + m * N + (int64_t)b * P;
+            float *dst = L->out + ((int64_t)b * M + m) * P;
+            for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bias;
+        }
+}
+
+static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
+    pf_weight *wt = &L->wt;
+    const int64_t M = wt->M, K = wt->K, P = (int64_t)L->out_h * L->out_w, N = P * B;
+    /* dY as (M, B*P) into tmp, bias gradient on the way */
+    for (int64_t m = 0; m < M; m++) {
+        double gb = 0.0;
+        for (int32_t b = 0; b < B; b++) {
+            const float *src = L->dout + ((int64_t)b * M + m) * P;
+            float *dst = L->tmp + m * N + (int64_t)b * P;
+            for (int64_t p = 0; p < P; p++) {
+                dst[p] = src[p];
+                gb += src[p];
+            }
+        }
+        if (L->b) L->gb[m] = (float)gb;
+    }
+    if (!wt->sparse) {
+        pf_par_gemm(net, 0, 1, M, K, N, 1.0f, L->tmp, N, L->cols, N, 0.0f, wt->gw, K); /* dW = dY cols^T */
+        if (wt->gsum)
+            for (int64_t i = 0; i < wt->size; i++) wt->gsum[i] += wt->gw[i];
+        if (wt->nnz < wt->size)
+            for (int64_t i = 0; i < wt->size; i++) wt->gw[i] = wt->mask[i] ? wt->gw[i] : 0.0f;
+        if (din) pf_par_gemm(net, 1, 0, K, N, M, 1.0f, wt->w, K, L->tmp, N, 0.0f, L->dtmp, N); /* dcols = W^T dY */
+    } else {
+        pf_par_sddmm(net, wt, N, L->tmp, L->cols, wt->gval);
+        if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, N, 1.0f, L->tmp, N, L->cols, N, 1.0f, wt->gsum, K);
+        if (din) pf_par_spmm_t(net, wt, N, L->tmp, L->dtmp);
+    }
+    if (din) pf_par_col2im(net, L, B, L->dtmp, din);
+    if (L->bsum)
+        for (int64_t m = 0; m < M; m++) L->bsum[m] += L->gb[m];
+}
+
+/* ---- max-pool ------------------------------------------------------------------------------------------- */
+static void maxpool_forward(pf_layer *L, const float *in, int32_t B) {
+    const pf_layer_spec *s = &L->spec;
+    const int64_t planes = (int64_t)B * L->in_c;
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *x = in + pl * L->in_h * L->in_w;
+        float *y = L->out + pl * L->out_h * L->out_w;
+        int32_t *arg = L->argmax + pl * L->out_h * L->out_w;
+        for (int32_t oh = 0; oh < L->out_h; oh++)
+            for (int32_t ow = 0; ow < L->out_w; ow++) {
+                float best = -INFINITY;
+                int32_t where = -1;
+                for (int32_t i = 0; i < s->kernel_h; i++) {
+                    const int32_t h = oh * s->stride_h - s->pad_h + i;
+                    if (h < 0 || h >= L->in_h) continue;
+                    for (int32_t j = 0; j < s->kernel_w; j++) {
+                        const int32_t w = ow * s->stride_w - s->pad_w + j;
+                        if (w < 0 || w >= L->in_w) continue;
+                        const float v = x[h * L->in_w + w];
+                        if (where < 0 || v > best || isnan(v)) {
+                            best = v;
+                            where = h * L->in_w + w;
+                            if (isnan(v)) goto done;
+                        }
+                    }
+                }
+            done:
+                y[oh * L->out_w + ow] = best;
+                arg[oh * L->out_w + ow] = where;
+            }
+    }
+}
+
+static void maxpool_backward(pf_layer *L, int32_t B, float *din) {
+    const int64_t planes = (int64_t)B * L->in_c, in_plane = (int64_t)L->in_h * L->in_w;
+    const int64_t out_plane = (int64_t)L->out_h * L->out_w;
+    memset(din, 0, (size_t)(planes * in_plane) * sizeof(float));
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t o = 0; o < out_plane; o++) {
+            const int32_t where = L->argmax[pl * out_plane + o];
+            if (where >= 0) din[pl * in_plane + where] += L->dout[pl * out_plane + o];
+        }
+}
+
+/* ---- the network ---------------------------------------------------------------------------------------- */
+pf_status pf_layers_forward(pf_net *net, const float *x, int32_t B) {
+    const float *in = x;
+    for (int32_t i = 0; i < net->n_layers; i++) {
+        pf_layer *L = &net->layers[i];
+        const int64_t n_out = (int64_t)B * L->out_size;
+        switch (L->spec.kind) {
+        case PF_LAYER_LINEAR:
+            linear_forward(net, L, in, B);
+            break;
+        case PF_LAYER_CONV2D:
+            conv_forward(net, L, in, B);
+            break;
+        case PF_LAYER_MAXPOOL2D:
+            maxpool_forward(L, in, B);
+            break;
+        case PF_LAYER_RELU:
+            for (int64_t k = 0; k < n_out; k++) L->out[k] = in[k] > 0.0f ? in[k] : 0.0f;
+            break;
+        case PF_LAYER_FLATTEN:
+            memcpy(L->out, in, (size_t)n_out * sizeof(float));
+            break;
+        default:
+            return PF_ERR_INTERNAL;
+        }
+        in = L->out;
+    }
+    return PF_OK;
+}
+
+/* Backward from the last layer's dout (set by the loss) down to the input. */
+void pf_layers_backward(pf_net *net, const float *x, int32_t B) {
+    for (int32_t i = net->n_layers - 1; i >= 0; i--) {
+        pf_layer *L = &net->layers[i];
+        const float *in = i > 0 ? net->layers[i - 1].out : x;
+        /* the gradient w.r.t. this layer's input is needed only above the first layer with parameters */
+        float *din = NULL;
+        if (net->input_grad || i > net->first_param_layer) din = i > 0 ? net->layers[i - 1].dout : net->dinput;
+        const int64_t n_out = (int64_t)B * L->out_size;
+        switch (L->spec.kind) {
+        case PF_LAYER_LINEAR:
+            linear_backward(net, L, in, B, din);
+            break;
+        case PF_LAYER_CONV2D:
+            conv_backward(net, L, B, din);
+            break;
+        case PF_LAYER_MAXPOOL2D:
+            if (din) maxpool_backward(L, B, din);
+            break;
+        case PF_LAYER_RELU:
+            if (din)
+                for (int64_t k = 0; k < n_out; k++) din[k] = L->out[k] > 0.0f ? L->dout[k] : 0.0f;
+            break;
+        case PF_LAYER_FLATTEN:
+            if (din) memcpy(din, L->dout, (size_t)n_out * sizeof(float));
+            break;
+        default:
+            break;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+/* sparse.c - the two states of a prunable weight (dense, or CSR of the kept weights with a CSC view) and the
+ * moves between them. Every move allocates the new state first, so NOMEM leaves the weight unchanged. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct csr_state {
+    int32_t *rowptr, *col, *colptr, *row, *perm;
+    float *val, *gval, *vmom;
+} csr_state;
+
+static void csr_free(csr_state *s) {
+    free(s->rowptr);
+    free(s->col);
+    free(s->colptr);
+    free(s->row);
+    free(s->perm);
+    free(s->val);
+    free(s->gval);
+    free(s->vmom);
+    memset(s, 0, sizeof *s);
+}
+
+/* Builds CSR + CSC of `mask` with values from w_dense and momentum from mom_dense (NULL: zero). */
+static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float *w_dense, const float *mom_dense,
+                           csr_state *s) {
+    const int32_t M = wt->M, K = wt->K;
+    int64_t nnz = 0;
+    for (int64_t i = 0; i < wt->size; i++) nnz += mask[i] != 0;
+    const size_t n_alloc = (size_t)(nnz > 0 ? nnz : 1);
+    memset(s, 0, sizeof *s);
+    s->rowptr = malloc(((size_t)M + 1) * sizeof(int32_t));
+    s->colptr = calloc((size_t)K + 1, sizeof(int32_t));
+    s->col = malloc(n_alloc * sizeof(int32_t));
+    s->row = malloc(n_alloc * sizeof(int32_t));
+    s->perm = malloc(n_alloc * sizeof(int32_t));
+    s->val = malloc(n_alloc * sizeof(float));
+    s->gval = calloc(n_alloc, sizeof(float));
+    s->vmom = calloc(n_alloc, sizeof(float));
+    if (!s->rowptr || !s->colptr || !s->col || !s->row || !s->perm || !s->val || !s->gval || !s->vmom) {
+        csr_free(s);
+        return PF_ERR_NOMEM;
+    }
+    int32_t e = 0;
+    for (int32_t m = 0; m < M; m++) {
+        s->rowptr[m] = e;
+        const uint8_t *mrow = mask + (int64_t)m * K;
+        const float *wrow = w_dense + (int64_t)m * K;
+        for (int32_t k = 0; k < K; k++) {
+            if (!mrow[k]) continue;
+            s->col[e] = k;
+            s->val[e] = wrow[k];
+            if (mom_dense) s->vmom[e] = mom_dense[(int64_t)m * K + k];
+            s->colptr[k + 1]++;
+            e++;
+        }
+    }
+    s->rowptr[M] = e;
+    for (int32_t k = 0; k < K; k++) s->colptr[k + 1] += s->colptr[k];
+    /* counting sort of the CSR entries by column: rows come out ascending within each column */
+    int32_t *fill = malloc(((size_t)K + 1) * sizeof(int32_t));
+    if (!fill) {
+        csr_free(s);
+        return PF_ERR_NOMEM;
+    }
+    memcpy(fill, s->colptr, ((size_t)K + 1) * sizeof(int32_t));
+    for (int32_t m = 0; m < M; m++)
+        for (int32_t q = s->rowptr[m]; q < s->rowptr[m + 1]; q++) {
+            const int32_t slot = fill[s->col[q]]++;
+            s->row[slot] = m;
+            s->perm[slot] = q;
+        }
+    free(fill);
+    return PF_OK;
+}
+
+void pf_weight_read(const pf_weight *wt, float *dense) {
+    if (!wt->sparse) {
+        memcpy(dense, wt->w, (size_t)wt->size * sizeof(float));
+        return;
+    }
+    memset(dense, 0, (size_t)wt->size * sizeof(float));
+    for (int32_t m = 0; m < wt->M; m++)
+        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++) dense[(int64_t)m * wt->K + wt->col[e]] = wt->val[e];
+}
+
+void pf_weight_read_grad(const pf_weight *wt, float *dense) {
+    if (!wt->sparse) {
+        memcpy(dense, wt->gw, (size_t)wt->size * sizeof(float));
+        return;
+    }
+    memset(dense, 0, (size_t)wt->size * sizeof(float));
+    for (int32_t m = 0; m < wt->M; m++)
+        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
+            dense[(int64_t)m * wt->K + wt->col[e]] = wt->gval[e];
+}
+
+void pf_weight_write(pf_weight *wt, const float *dense) {
+    if (!wt->sparse) {
+        for (int64_t i = 0; i < wt->size; i++) wt->w[i] = wt->mask[i] ? dense[i] : 0.0f;
+        return;
+    }
+    for (int32_t m = 0; m < wt->M; m++)
+        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++) wt->val[e] = dense[(int64_t)m * wt->K + wt->col[e]];
+}
+
+static void dense_free(pf_weight *wt) {
+    free(wt->w);
+    free(wt->gw);
+    free(wt->mom);
+    wt->w = wt->gw = wt->mom = NULL;
+}
+
+static void adopt_csr(pf_weight *wt, csr_state *s) {
+    wt->rowptr = s->rowptr;
+    wt->col = s->col;
+    wt->colptr = s->colptr;
+    wt->row = s->row;
+    wt->perm = s->perm;
+    wt->val = s->val;
+    wt->gval = s->gval;
+    wt->vmom = s->vmom;
+}
+
+static void current_csr(const pf_weight *wt, csr_state *s) {
+    s->rowptr = wt->rowptr;
+    s->col = wt->col;
+    s->colptr = wt->colptr;
+    s->row = wt->row;
+    s->perm = wt->perm;
+    s->val = wt->val;
+    s->gval = wt->gval;
+    s->vmom = wt->vmom;
+}
+
+/* Reads the current momentum as dense (size); NULL-safe: writes zeros when none is live. */
+static void read_mom(const pf_weight *wt, float *dense) {
+    if (!wt->sparse) {
+        if (wt->mom)
+            memcpy(dense, wt->mom, (size_t)wt->size * sizeof(float));
+        else
+            memset(dense, 0, (size_t)wt->size * sizeof(float));
+        return;
+    }
+    memset(dense, 0, (size_t)wt->size * sizeof(float));
+    for (int32_t m = 0; m < wt->M; m++)
+        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
+            dense[(int64_t)m * wt->K + wt->col[e]] = wt->vmom[e];
+}
+
+pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_sparse) {
+    float *wd = malloc((size_t)wt->size * sizeof(float));
+    float *md = wt->mom_live ? malloc((size_t)wt->size * sizeof(float)) : NULL;
+    if (!wd || (wt->mom_live && !md)) {
+        free(wd);
+        free(md);
+        return PF_ERR_NOMEM;
+    }
+    pf_weight_read(wt, wd);
+    if (md) read_mom(wt, md);
+    /* the new mask: pruned positions and newly kept ones start at zero with zero momentum */
+    for (int64_t i = 0; i < wt->size; i++) {
+        const int keep = new_mask[i] != 0, was = wt->mask[i] != 0;
+        if (!keep || !was) {
+            wd[i] = 0.0f;
+            if (md) md[i] = 0.0f;
+        }
+    }
+    if (want_sparse) {
+        csr_state s;
+        pf_status st = csr_build(wt, new_mask, wd, md, &s);
+        free(wd);
+        free(md);
+        if (st != PF_OK) return st;
+        csr_state old;
+        current_csr(wt, &old);
+        csr_free(&old);
+        dense_free(wt);
+        adopt_csr(wt, &s);
+        wt->sparse = 1;
+        wt->nnz = wt->rowptr[wt->M];
+    } else {
+        float *gw = wt->sparse || !wt->gw ? calloc((size_t)wt->size, sizeof(float)) : wt->gw;
+        if (!gw) {
+            free(wd);
+            free(md);
+            return PF_ERR_NOMEM;
+        }
+        if (gw == wt->gw) memset(gw, 0, (size_t)wt->size * sizeof(float));
+        csr_state old;
+        current_csr(wt, &old);
+        csr_free(&old);
+        wt->rowptr = wt->col = wt->colptr = wt->row = wt->perm = NULL;
+        wt->val = wt->gval = wt->vmom = NULL;
+        free(wt->w);
+        free(wt->mom);
+        wt->w = wd;
+        wt->mom = md;
+        wt->gw = gw;
+        wt->sparse = 0;
+        int64_t nnz = 0;
+        for (int64_t i = 0; i < wt->size; i++) nnz += new_mask[i] != 0;
+        wt->nnz = nnz;
+    }
+    if (new_mask != wt->mask) memcpy(wt->mask, new_mask, (size_t)wt->size);
+    return PF_OK;
+}
+
+pf_status pf_weight_to_dense(pf_weight *wt) { return wt->sparse ? pf_weight_rebuild(wt, wt->mask, 0) : PF_OK; }
+
+pf_status pf_weight_to_sparse(pf_weight *wt) { return wt->sparse ? PF_OK : pf_weight_rebuild(wt, wt->mask, 1); }
+
+void pf_weight_free(pf_weight *wt) {
+    csr_state old;
+    current_csr(wt, &old);
+    csr_free(&old);
+    dense_free(wt);
+    free(wt->mask);
+    free(wt->gsum);
+    wt->mask = NULL;
+    wt->gsum = NULL;
+}
