@@ -59,7 +59,12 @@ def summarise(runs: dict[str, dict[str, Any]], target: float) -> dict[str, Any]:
     return out
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def stage_time(records: list[dict[str, Any]], stage: str) -> float | None:
+    r = next((r for r in records if r.get("stage") == stage), None)
+    return None if r is None else float(r["sim_time_s"])
+
+
+def markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None) -> str:
     ms = summary["methods"]
     base = ms.get("fedavg", {})
 
@@ -67,20 +72,25 @@ def markdown(summary: dict[str, Any]) -> str:
         a, b = base.get(key), ms[m].get(key)
         return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
+    def ip_col(m: str) -> str:
+        t = stage_time(runs[m]["records"], "initial_pruning") if runs and m in runs else None
+        return "-" if t is None else f"{t / 3600:.2f} h"
+
     def num(v: Any, fmt: str) -> str:
         return "never" if v is None else format(v, fmt)
 
     lines = [f"Target accuracy: {summary['target_accuracy']:.4f} (95% of dense FedAvg's final accuracy)", "",
              ("| method | final acc | final density | sim time to target | speed-up vs fedavg | bytes to target "
-             "| fewer bytes vs fedavg |"), "|---|---|---|---|---|---|---|"]
+             "| fewer bytes vs fedavg | of which initial pruning |"), "|---|---|---|---|---|---|---|---|"]
     for m, v in ms.items():
         t = v["sim_time_to_target_s"]
         b = v["bytes_to_target"]
         lines.append(f"| {m} | {num(v['final_accuracy'], '.4f')} | {v['final_density']:.4f} | "
                      f"{'never' if t is None else f'{t / 3600:.2f} h'} | {ratio(m, 'sim_time_to_target_s')} | "
-                     f"{'never' if b is None else f'{b / 1e6:.1f} MB'} | {ratio(m, 'bytes_to_target')} |")
+                     f"{'never' if b is None else f'{b / 1e6:.1f} MB'} | {ratio(m, 'bytes_to_target')} | "
+                     f"{ip_col(m)} |")
     lines.append("| online | not run: the reference tuner uploads raw client samples (see coordinator/methods) "
-                 "| | | | | |")
+                 "| | | | | | |")
     return "\n".join(lines)
 
 
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="run directories and report (default bench/results/reproduce[-quick])")
     ap.add_argument("--json", help="write the summary JSON here")
+    ap.add_argument("--engine", choices=("c", "torch"), default="c",
+                    help="c: our C core (default); torch: the PyTorch stand-in of tests/ (cross-check only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -112,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                       eval_every=5 if args.quick else 10, reconfig_interval=10 if args.quick else 50,
                       ip_max_passes=100 if args.quick else 1000, profile="pi4-reference", seed=args.seed,
                       threads=args.threads, report=False, export_onnx=False)
+    factories: dict[str, Any] = {}
+    if args.engine == "torch":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from torch_engine import SGDConfig, TorchNetwork
+
+        factories = {"net_factory": lambda s: TorchNetwork(s, args.threads), "sgd_config": SGDConfig}
     t0 = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
     order = [m for m in ("fedavg", "prunefl") if m in methods] + [m for m in methods if m not in ("fedavg", "prunefl")]
@@ -129,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             opts = dataclasses.replace(opts, mask_from=str(out / "prunefl"))
         log.info("=== %s (%d rounds) ===", m, rounds)
         t = time.perf_counter()
-        res = run_simulation(opts)
+        res = run_simulation(opts, **factories)
         runs[m] = {"records": res.records, "density": res.coordinator.state.density(),
                    "wall_s": time.perf_counter() - t}
         log.info("=== %s done in %.0f s: final acc %s, density %.4f", m, runs[m]["wall_s"],
                  final_accuracy(res.records), runs[m]["density"])
     fed = final_accuracy(runs["fedavg"]["records"]) or 0.0
     summary = summarise(runs, args.target_fraction * fed)
-    table = markdown(summary)
+    table = markdown(summary, runs)
     total = time.perf_counter() - t0
     print(table)
     print(f"\nWall time: {total:.0f} s on this machine ({args.threads} threads); "
