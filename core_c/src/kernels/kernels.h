@@ -88,6 +88,32 @@ void pf_im2col_ref(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, 
 void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
                    int32_t sh, int32_t sw, int32_t ph, int32_t pw, float *dx);
 
+/* Optimised portable C (kernels/<op>_generic.c). */
+void pf_gemm_generic(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pf_spmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
+                     const float *B, int64_t ldb, float *C, int64_t ldc);
+void pf_spmm_t_generic(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
+                       const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
+void pf_sddmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float *out);
+void pf_im2col_generic(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
+                       int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
+void pf_col2im_generic(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
+                       int32_t sh, int32_t sw, int32_t ph, int32_t pw, float *dx);
+
+#ifdef PF_HAVE_NEON
+/* NEON intrinsics for aarch64 (kernels/<op>_neon.c); im2col/col2im use the generic ones. */
+void pf_gemm_neon(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pf_spmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
+                  const float *B, int64_t ldb, float *C, int64_t ldc);
+void pf_spmm_t_neon(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
+                    const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
+void pf_sddmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float *out);
+#endif
+
 #ifdef PF_HAVE_BLAS
 /* CBLAS-backed GEMM (kernels/gemm_blas.c), same contract as pf_gemm_fn. The BLAS threads itself: the
  * parallel driver calls it once over all rows from the caller's thread, after pf_blas_set_threads. */
