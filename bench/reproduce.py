@@ -13,7 +13,7 @@ accuracy (default 95% of dense FedAvg's final accuracy), with ratios to fedavg.
 
     python bench/reproduce.py [--quick] [--rounds N] [--json results.json] [--out DIR] [--threads 2]
 
---quick: fewer rounds, reconfiguration every 10 rounds and at most 100 initial-pruning passes (a few minutes).
+--quick: 30 rounds, reconfiguration every 10 rounds (initial pruning: every 10 passes, at most 60).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: fewer rounds, shorter intervals")
-    ap.add_argument("--rounds", type=int, help="rounds per method (default 400; --quick 40)")
+    ap.add_argument("--rounds", type=int, help="rounds per method (default 400; --quick 30)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     ap.add_argument("--partition", default="dirichlet", choices=("dirichlet", "shards", "iid"))
     ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (non-IID)")
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if "fedavg" not in methods:
         ap.error("fedavg is the reference for the target accuracy: keep it in --methods")
     out = Path(args.out or f"bench/results/reproduce{'-quick' if args.quick else ''}")
-    rounds = args.rounds or (40 if args.quick else 400)
+    rounds = args.rounds or (30 if args.quick else 400)
     base = SimOptions(dataset="mnist5k", model="conv2", clients=10, partition=args.partition, alpha=args.alpha,
                       rounds=rounds, clients_per_round=10, lr=0.25, local_steps=5, batch_size=20,
                       eval_every=5 if args.quick else 10, reconfig_interval=10 if args.quick else 50,
-                      ip_max_passes=100 if args.quick else 1000, profile="pi4-reference", seed=args.seed,
+                      ip_max_passes=60 if args.quick else 1000, profile="pi4-reference", seed=args.seed,
                       threads=args.threads, report=False, export_onnx=False)
     factories: dict[str, Any] = {}
     if args.engine == "torch":

@@ -20,7 +20,7 @@ def accumulate(total: list[np.ndarray] | None, z: Sequence[np.ndarray]) -> list[
         return [np.asarray(x, dtype=np.float64).copy() for x in z]
     if len(total) != len(z):
         raise ValueError(f"importance has {len(z)} parameters, the sum has {len(total)}")
-    for i, (t, x) in enumerate(zip(total, z)):
+    for i, (t, x) in enumerate(zip(total, z, strict=True)):
         x = np.asarray(x)
         if t.shape != x.shape:
             raise ValueError(f"importance of parameter {i}: shape {x.shape} != {t.shape}")

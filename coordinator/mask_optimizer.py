@@ -53,7 +53,7 @@ class MaskChoice:
 def _check(name: str, arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]]) -> None:
     if len(arrays) != len(shapes):
         raise MaskOptimizerError(f"{name}: expected {len(shapes)} layers, got {len(arrays)}")
-    for i, (a, s) in enumerate(zip(arrays, shapes)):
+    for i, (a, s) in enumerate(zip(arrays, shapes, strict=True)):
         if tuple(np.shape(a)) != tuple(s):
             raise MaskOptimizerError(f"{name}[{i}]: shape {np.shape(a)} != mask shape {s}")
 
@@ -99,7 +99,7 @@ def optimize_masks(
     denominator = float(intercept)
     cand_index: list[np.ndarray] = []  # per layer: flat indices of candidates (removal candidates + pruned)
     cand_z: list[np.ndarray] = []  # their importance (float64)
-    for li, (z, w, m) in enumerate(zip(importance, weights, masks)):
+    for li, (z, w, m) in enumerate(zip(importance, weights, masks, strict=True)):
         zf = np.asarray(z, dtype=np.float64).ravel()
         if not np.isfinite(zf.sum()) or (zf.size and zf.min() < 0):
             raise MaskOptimizerError(f"importance[{li}] must be finite and >= 0")
@@ -175,7 +175,7 @@ def optimize_masks(
     kept: list[int] = []
     removed: list[int] = []
     regrown: list[int] = []
-    for li, (s, m) in enumerate(zip(stay, masks)):
+    for li, (s, m) in enumerate(zip(stay, masks, strict=True)):
         nm = s
         nm[cand_index[li][picks[li]]] = True
         old = np.asarray(m, dtype=bool).ravel()

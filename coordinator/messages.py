@@ -13,14 +13,14 @@ in-process one hands them over as they are. Conventions shared by both sides:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from coordinator.mask_delta import MaskDelta
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     TRAIN = "train"  # local masked SGD; returns the new kept values (and importance when asked)
     GRADIENT = "gradient"  # no update: sum of dense gradients over local_steps batches (SNIP scores)
     INITIAL_PRUNE = "initial_prune"  # PruneFL's initial pruning on this client's data
@@ -123,7 +123,7 @@ def dense_from_values(values: list[np.ndarray], masks: dict[int, np.ndarray],
     if len(values) != len(shapes):
         raise ValueError(f"expected {len(shapes)} parameter value arrays, got {len(values)}")
     out = []
-    for i, (v, shape) in enumerate(zip(values, shapes)):
+    for i, (v, shape) in enumerate(zip(values, shapes, strict=True)):
         size = int(np.prod(shape))
         if i in masks:
             m = np.asarray(masks[i], dtype=bool).ravel()

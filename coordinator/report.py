@@ -55,7 +55,7 @@ def _fmt(v: float) -> str:
 def svg_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str, width: int = 560,
               height: int = 340) -> str:
     """A line chart as an SVG string (markers at points, legend at the right)."""
-    pts = [(x, y) for _, xs, ys in series for x, y in zip(xs, ys) if y is not None and x is not None]
+    pts = [(x, y) for _, xs, ys in series for x, y in zip(xs, ys, strict=True) if y is not None and x is not None]
     ml, mr, mt, mb = 60, 150, 30, 45
     pw, ph = width - ml - mr, height - mt - mb
     out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -89,7 +89,7 @@ def svg_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str, wi
                f'{html.escape(ylabel)}</text>')
     for k, (label, xs, ys) in enumerate(series):
         c = COLORS[k % len(COLORS)]
-        p = [(sx(x), sy(y)) for x, y in zip(xs, ys) if y is not None and x is not None]
+        p = [(sx(x), sy(y)) for x, y in zip(xs, ys, strict=True) if y is not None and x is not None]
         if p:
             out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.6" points="'
                        + " ".join(f"{a:.1f},{b:.1f}" for a, b in p) + '"/>')

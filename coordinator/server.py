@@ -147,7 +147,7 @@ class Coordinator:
 
     def densities(self) -> dict[str, float]:
         return {name: float(np.count_nonzero(self.state.masks[p]) / self.sizes[p])
-                for name, p in zip(self.layer_names, self.weight_params)}
+                for name, p in zip(self.layer_names, self.weight_params, strict=True)}
 
     def record(self, **fields: Any) -> dict[str, Any]:
         st = self.state

@@ -158,11 +158,11 @@ class TimeModel:
         # per-layer coefficients apply when the prunable layers correspond one to one (same count and kinds, e.g.
         # Conv-2 with 10 instead of 62 classes: coefficients are per weight); sizes that differ are logged
         matches = len(profile.layers) == len(prunable) and all(
-            lp.kind == _kind(spec.layers[li]) for lp, li in zip(profile.layers, prunable))
+            lp.kind == _kind(spec.layers[li]) for lp, li in zip(profile.layers, prunable, strict=True))
         per_iter = []
         if matches:
             per_iter = [lp.s_per_weight for lp in profile.layers]
-            resized = [lp.name for lp, li in zip(profile.layers, prunable) if lp.weights != shapes[li]]
+            resized = [lp.name for lp, li in zip(profile.layers, prunable, strict=True) if lp.weights != shapes[li]]
             if resized:
                 log.info("profile %r: layers %s have other sizes in %r; per-weight coefficients used as they are",
                          profile.name, resized, spec.name)

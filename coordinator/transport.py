@@ -52,7 +52,8 @@ class Transport(ABC):
         """
 
     def close(self) -> None:
-        """Release connections and threads."""
+        """Release connections and threads (nothing by default)."""
+        return None
 
     def __enter__(self) -> Self:
         return self

@@ -60,7 +60,8 @@ def _random_mask(rng: np.random.Generator, shape: tuple[int, ...], density: floa
 
 def switch_over(densities: Sequence[float], sparse_s: Sequence[float], dense_s: Sequence[float]) -> float:
     """Largest density at which the sparse step is not slower than the dense one (interpolated); 0 if never."""
-    pts = sorted(zip(densities, np.subtract(sparse_s, dense_s)))  # (density, sparse - dense), ascending density
+    # (density, sparse - dense), ascending density
+    pts = sorted(zip(densities, np.subtract(sparse_s, dense_s), strict=True))
     if pts[0][1] > 0:
         return 0.0
     for (d0, g0), (d1, g1) in itertools.pairwise(pts):
@@ -140,7 +141,7 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
             force(li, True)
         t_low = step_time()
         kept_low = [int(low[wparams[li]].sum()) for li in layers]
-        intercept = max(0.0, t_low - sum(s.slope * k for s, k in zip(sweeps, kept_low)))
+        intercept = max(0.0, t_low - sum(s.slope * k for s, k in zip(sweeps, kept_low, strict=True)))
         for sw in sweeps:  # leave the network on the measured switch-over
             net.set_sparse_threshold(sw.layer, sw.switch_density)
         build = ""

@@ -279,7 +279,7 @@ class Trainer:
                 for b in batches:
                     self.net.reset_grad_sums()
                     self.net.train_step(self.x[b], self.y[b], sgd)
-                    for acc, g in zip(z, self.net.grad_sums()):
+                    for acc, g in zip(z, self.net.grad_sums(), strict=True):
                         g = np.asarray(g, np.float32)
                         acc += g * g
                 if start_pass is not None and (i - start_pass) % cfg.reconfig_interval == 0:
@@ -287,10 +287,11 @@ class Trainer:
                     for p in self.weight_params:
                         shadow[p][self.masks[p]] = weights[p][self.masks[p]]
                     fixed = float(sum(z[j].sum(dtype=np.float64) for j in range(len(z)) if j not in self.masks))
-                    choice = optimize_masks([z[p] for p in self.weight_params], [weights[p] for p in self.weight_params],
-                                            [self.masks[p] for p in self.weight_params], cfg.costs, cfg.intercept,
-                                            cfg.delta, fixed_importance=fixed, max_density=cfg.max_density)
-                    new = dict(zip(self.weight_params, choice.masks))
+                    wp = self.weight_params
+                    choice = optimize_masks([z[p] for p in wp], [weights[p] for p in wp], [self.masks[p] for p in wp],
+                                            cfg.costs, cfg.intercept, cfg.delta, fixed_importance=fixed,
+                                            max_density=cfg.max_density)
+                    new = dict(zip(self.weight_params, choice.masks, strict=True))
                     self.net.set_masks(new)
                     self.masks = new
                     dense = [shadow[j] if j in new else weights[j] for j in range(len(weights))]

@@ -23,7 +23,7 @@ def test_client_rounds_and_clients_sum():
             z = accumulate(z, client_importance(a, 100))
         per_client.append(z)
     total = sum_importance(per_client)
-    for t, e in zip(total, expected):
+    for t, e in zip(total, expected, strict=True):
         np.testing.assert_allclose(t, e, rtol=1e-12)
     weights, fixed = split_importance(total, [0])
     np.testing.assert_allclose(weights[0], expected[0])

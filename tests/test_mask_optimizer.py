@@ -14,7 +14,7 @@ def naive_greedy(z, w, m, costs, c, delta, fixed=0.0, max_density=None):
     """Literal transcription of the reference: sort candidates by z/cost, add one by one while ratio > N/D."""
     stay, cands = [], []
     num, den = fixed, c
-    for li, (zl, wl, ml) in enumerate(zip(z, w, m)):
+    for li, (zl, wl, ml) in enumerate(zip(z, w, m, strict=True)):
         zl, wl, ml = zl.ravel(), wl.ravel(), ml.ravel().astype(bool)
         kept = np.flatnonzero(ml)
         n_dec = int(delta * kept.size)
@@ -39,7 +39,7 @@ def naive_greedy(z, w, m, costs, c, delta, fixed=0.0, max_density=None):
         n_kept += 1
         num += z[li].ravel()[j]
         den += costs[li]
-    return [s.reshape(x.shape) for s, x in zip(stay, m)]
+    return [s.reshape(x.shape) for s, x in zip(stay, m, strict=True)]
 
 
 def test_delta_schedule():
@@ -130,7 +130,7 @@ def test_matches_literal_greedy(seed):
     md = 0.4 if seed % 3 == 0 else None
     res = optimize_masks(z, w, m, costs, 2.0, 0.3, fixed_importance=0.5, max_density=md)
     ref = naive_greedy(z, w, m, costs, 2.0, 0.3, fixed=0.5, max_density=md)
-    for a, b in zip(res.masks, ref):
+    for a, b in zip(res.masks, ref, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

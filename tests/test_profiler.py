@@ -27,7 +27,8 @@ def test_profile_file_feeds_time_model(tmp_path, kind):
         nf, sgd = (lambda s: FakeNetwork(s)), FakeSGD
     else:
         Network, sgd = engine_or_skip()
-        nf = lambda s: Network(s, threads=1)
+        def nf(s):
+            return Network(s, threads=1)
     prof, sweeps = profile_network(SPEC, nf, sgd, densities=(1.0, 0.3, 0.05), repeat=1)
     assert len(sweeps) == 2 and all(s.slope >= 0 and 0 <= s.switch_density <= 1 for s in sweeps)
     prof.save(tmp_path / "p.json")

@@ -89,6 +89,6 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
     resumed = Coordinator(spy, PruneFL(initial=False, reconfig_interval=2), GlobalState.load(tmp_path / "state.npz"),
                           SPEC, ServerConfig(rounds=6, clients_per_round=3, lr=0.1), part.time_model)
     resumed.run()
-    for a, b in zip(full.state.weights, resumed.state.weights):
+    for a, b in zip(full.state.weights, resumed.state.weights, strict=True):
         assert a.tobytes() == b.tobytes()
     assert full.state.mask_version == resumed.state.mask_version

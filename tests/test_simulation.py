@@ -46,7 +46,7 @@ def test_seeded_runs_are_bitwise_reproducible(kind):
     nf, sgd = _factories(kind)
     a = run_simulation(_opts(rounds=12), net_factory=nf, sgd_config=sgd, progress=False)
     b = run_simulation(_opts(rounds=12), net_factory=nf, sgd_config=sgd, progress=False)
-    for wa, wb in zip(a.coordinator.state.weights, b.coordinator.state.weights):
+    for wa, wb in zip(a.coordinator.state.weights, b.coordinator.state.weights, strict=True):
         assert wa.tobytes() == wb.tobytes()
     strip = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in a.records]
     assert strip == [{k: v for k, v in r.items() if k != "wall_time_s"} for r in b.records]

@@ -22,10 +22,11 @@ def test_pi4_reference_matches_paper_config():
     assert tm.comm == pytest.approx(5.561621025626998e-06)
     kept = [800, 51200, 6422528, 126976]
     expect = 1.2492789765 * 5 + sum(k * (a * 5 + 5.561621025626998e-06) for k, a in
-                                    zip(kept, [0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7]))
+                                    zip(kept, [0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7], strict=True))
     assert tm.round_time(kept) == pytest.approx(expect)
+    a_iter = [0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7]
     assert tm.compute_time(kept, 10) == pytest.approx(
-        10 * (1.2492789765 + sum(k * a for k, a in zip(kept, [0.0, 7.098850e-6, 1.927325e-7, 1.782308e-7]))))
+        10 * (1.2492789765 + sum(k * a for k, a in zip(kept, a_iter, strict=True))))
 
 
 def test_conv2_with_ten_classes_uses_per_layer_coefficients():

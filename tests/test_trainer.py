@@ -63,12 +63,12 @@ def test_importance_matches_direct_computation(kind):
         idx = ref_stream.next(20)
         ref.net.reset_grad_sums()
         ref.net.train_step(x[idx], y[idx], ref._sgd_config(0.1))
-        for acc, g in zip(sums, ref.net.grad_sums()):
+        for acc, g in zip(sums, ref.net.grad_sums(), strict=True):
             acc += g
     task = Task(0, TaskKind.TRAIN, MaskUpdate(0, full=masks), kept_values(w, masks),
                 TrainConfig(lr=0.1, collect_importance=True, upload_importance=True))
     res = tr.execute(task)
-    for z, a in zip(res.importance, sums):
+    for z, a in zip(res.importance, sums, strict=True):
         np.testing.assert_allclose(z, 100 * a**2, rtol=2e-4, atol=1e-9)
     assert np.any(res.importance[0][~masks[0]] > 0)  # pruned weights have importance too
     assert tr.importance is None  # uploaded, reset

@@ -80,7 +80,7 @@ class TorchNetwork:
         return [p.detach().numpy().copy() for p in self.params]
 
     def set_weights(self, ws: list[np.ndarray]) -> None:
-        for p, w in zip(self.params, ws):
+        for p, w in zip(self.params, ws, strict=True):
             p.data = torch.from_numpy(np.array(w, np.float32)).reshape(p.shape)
         self._apply()
 

@@ -68,7 +68,7 @@ class Snip(BaseMethod):
             g = sum(r.importance[p].astype(np.float64) for r in res)
             scores.append(np.abs(coord.state.weights[p] * g))
         masks = global_top_k(scores, self.density)
-        coord.install_masks(dict(zip(coord.weight_params, masks)))
+        coord.install_masks(dict(zip(coord.weight_params, masks, strict=True)))
         # a gradient round costs about a dense round's compute plus the download of the dense model
         dense = [coord.sizes[p] for p in coord.weight_params]
         coord.state.sim_time_s += coord.time_model.compute_time(dense, cfg.local_steps) + \

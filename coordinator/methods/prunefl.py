@@ -105,4 +105,4 @@ class PruneFL(BaseMethod):
         st.importance = None
         log.info("round %d: reconfigured, kept %s (removed %s, regrown %s)", round_index, choice.kept,
                  choice.removed, choice.regrown)
-        return dict(zip(coord.weight_params, choice.masks))
+        return dict(zip(coord.weight_params, choice.masks, strict=True))
