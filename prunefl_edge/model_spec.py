@@ -8,7 +8,6 @@ a flat vector of ``n`` features is ``(n, 1, 1)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 class ModelSpecError(ValueError):
@@ -51,7 +50,7 @@ class Flatten:
     pass
 
 
-Layer = Union[Linear, Conv2d, MaxPool2d, ReLU, Flatten]
+Layer = Linear | Conv2d | MaxPool2d | ReLU | Flatten
 
 
 @dataclass(frozen=True)
