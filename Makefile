@@ -1,0 +1,54 @@
+# PruneFL-Edge: `make demo` runs the main job, `make test` the whole test suite (what CI runs).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+JOBS   ?= 2
+BUILD  ?= build
+CTEST  := ctest --output-on-failure --timeout 900
+
+.PHONY: deps test test-c test-py demo bench clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   - a PruneFL federation in one process on the bundled MNIST subset (Conv-2)"
+	@echo "make test   - the whole test suite: C (native, ASan+UBSan, aarch64 and armhf under qemu) and Python"
+	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
+
+deps:
+	bash .ci/setup.sh
+
+# The C core four ways: natively (with BLAS), under AddressSanitizer+UBSan, and cross-built for 64-bit and
+# 32-bit Raspberry Pi OS, whose ctest runs under qemu (the NEON kernels are tested there).
+test-c:
+	cmake -S . -B $(BUILD)/native -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD)/native -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD)/native
+	cmake -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPF_SANITIZE=ON -DPF_USE_BLAS=OFF >/dev/null
+	cmake --build $(BUILD)/asan -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD)/asan
+	cmake -S . -B $(BUILD)/aarch64 -DCMAKE_TOOLCHAIN_FILE=firmware_scripts/toolchains/aarch64-linux-gnu.cmake \
+	      -DPF_USE_BLAS=OFF >/dev/null
+	cmake --build $(BUILD)/aarch64 -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD)/aarch64
+	cmake -S . -B $(BUILD)/armhf -DCMAKE_TOOLCHAIN_FILE=firmware_scripts/toolchains/armhf-linux-gnueabihf.cmake \
+	      -DPF_USE_BLAS=OFF >/dev/null
+	cmake --build $(BUILD)/armhf -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD)/armhf
+
+# Python: lint, then pytest against the library of the native build above (the pip-installed package is
+# checked by tests/test_build.py).
+test-py:
+	$(VENV)/bin/ruff check .
+	PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/native/libprunefl.so PRUNEFL_EDGE_VENV=$(CURDIR)/$(VENV) \
+	    $(PY) -m pytest -q -p no:cacheprovider tests
+
+test: deps test-c test-py
+
+demo: deps
+	$(VENV)/bin/prunefl-sim --dataset mnist5k --model conv2 --method prunefl --clients 10 --rounds 60 \
+	    --reconfig-interval 10 --eval-every 10 --out runs/demo
+
+bench: deps
+	$(PY) bench/bench_core.py --json runs/bench_core.json
+
+clean:
+	rm -rf $(BUILD) runs
