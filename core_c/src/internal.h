@@ -45,9 +45,9 @@ typedef struct pf_layer {
     /* per-batch buffers (grown with the batch) */
     float *out;   /* (B, out_size) */
     float *dout;  /* (B, out_size): gradient w.r.t. out */
-    float *cols;  /* conv: im2col (K, B*P); linear sparse: X^T (K, B) */
-    float *tmp;   /* conv: (M, B*P) product; linear sparse: (M, B) */
-    float *dtmp;  /* conv: (K, B*P) dcols; linear sparse: (K, B) */
+    float *cols;  /* conv: im2col (K, B*P); linear sparse: X^T (K, Bp), Bp = pf_padded_batch(B) */
+    float *tmp;   /* conv: (M, B*P) product; linear sparse: (M, Bp) */
+    float *dtmp;  /* conv: (K, B*P) dcols; linear sparse: (K, Bp) */
     int32_t *argmax; /* maxpool: (B, out_size) */
 } pf_layer;
 
@@ -96,8 +96,13 @@ void pf_par_spmm_t(pf_net *net, const pf_weight *wt, int64_t N, const float *D, 
 void pf_par_sddmm(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out);
 void pf_par_im2col(pf_net *net, const pf_layer *L, int32_t batch, const float *x, float *cols);
 void pf_par_col2im(pf_net *net, const pf_layer *L, int32_t batch, const float *cols, float *dx);
-/* dst (cols x rows) = src (rows x cols)^T */
-void pf_transpose(pf_net *net, const float *src, int64_t rows, int64_t cols, float *dst);
+/* dst (cols x ld) = src (rows x cols)^T, columns rows..ld-1 of dst zeroed (ld >= rows) */
+void pf_transpose_pad(const float *src, int64_t rows, int64_t cols, float *dst, int64_t ld);
+/* dst (rows x cols) = the first rows columns of src (cols x ld), transposed back */
+void pf_untranspose(const float *src, int64_t ld, int64_t rows, int64_t cols, float *dst);
+/* The batch rounded up to a multiple of 8: the column count of the linear layers' sparse buffers, so the
+ * sparse kernels run whole vectors (the zero columns cost little and change no result). */
+static inline int64_t pf_padded_batch(int64_t batch) { return (batch + 7) / 8 * 8; }
 
 /* layers.c */
 pf_status pf_layers_forward(pf_net *net, const float *x, int32_t batch);

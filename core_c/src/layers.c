@@ -16,9 +16,10 @@ static void linear_forward(pf_net *net, pf_layer *L, const float *in, int32_t B)
     if (!wt->sparse) {
         pf_par_gemm(net, 0, 1, B, M, K, 1.0f, in, K, wt->w, K, 0.0f, L->out, M);
     } else {
-        pf_transpose(net, in, B, K, L->cols);     /* X^T (K, B) */
-        pf_par_spmm(net, wt, B, L->cols, L->tmp); /* Y^T (M, B) */
-        pf_transpose(net, L->tmp, M, B, L->out);
+        const int64_t Bp = pf_padded_batch(B);
+        pf_transpose_pad(in, B, K, L->cols, Bp);   /* X^T (K, Bp) */
+        pf_par_spmm(net, wt, Bp, L->cols, L->tmp); /* Y^T (M, Bp) */
+        pf_untranspose(L->tmp, Bp, B, M, L->out);
     }
     if (L->b)
         for (int32_t b = 0; b < B; b++) {
@@ -46,13 +47,14 @@ static void linear_backward(pf_net *net, pf_layer *L, const float *in, int32_t B
             for (int64_t i = 0; i < wt->size; i++) wt->gw[i] = wt->mask[i] ? wt->gw[i] : 0.0f;
         if (din) pf_par_gemm(net, 0, 0, B, K, M, 1.0f, L->dout, M, wt->w, K, 0.0f, din, K); /* dX = dY W */
     } else {
-        /* L->cols holds X^T (K, B) from the forward pass */
-        pf_transpose(net, L->dout, B, M, L->tmp);                    /* dY^T (M, B) */
-        pf_par_sddmm(net, wt, B, L->tmp, L->cols, wt->gval);         /* dW at kept weights */
-        if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, B, 1.0f, L->tmp, B, L->cols, B, 1.0f, wt->gsum, K);
+        /* L->cols holds X^T (K, Bp) from the forward pass; padding columns are zero */
+        const int64_t Bp = pf_padded_batch(B);
+        pf_transpose_pad(L->dout, B, M, L->tmp, Bp);         /* dY^T (M, Bp) */
+        pf_par_sddmm(net, wt, Bp, L->tmp, L->cols, wt->gval); /* dW at kept weights */
+        if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, Bp, 1.0f, L->tmp, Bp, L->cols, Bp, 1.0f, wt->gsum, K);
         if (din) {
-            pf_par_spmm_t(net, wt, B, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, B) */
-            pf_transpose(net, L->dtmp, K, B, din);
+            pf_par_spmm_t(net, wt, Bp, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, Bp) */
+            pf_untranspose(L->dtmp, Bp, B, K, din);
         }
     }
     if (L->bsum)

@@ -526,9 +526,10 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
             T->tmp = malloc((size_t)L->wt.M * N * sizeof(float));
             okay = T->cols && T->dtmp && T->tmp;
         } else if (okay && L->spec.kind == PF_LAYER_LINEAR) {
-            T->cols = malloc((size_t)L->wt.K * (size_t)B * sizeof(float));
-            T->dtmp = malloc((size_t)L->wt.K * (size_t)B * sizeof(float));
-            T->tmp = malloc((size_t)L->wt.M * (size_t)B * sizeof(float));
+            const size_t Bp = (size_t)pf_padded_batch(B);
+            T->cols = malloc((size_t)L->wt.K * Bp * sizeof(float));
+            T->dtmp = malloc((size_t)L->wt.K * Bp * sizeof(float));
+            T->tmp = malloc((size_t)L->wt.M * Bp * sizeof(float));
             okay = T->cols && T->dtmp && T->tmp;
         } else if (okay && L->spec.kind == PF_LAYER_MAXPOOL2D) {
             T->argmax = malloc(n_out * sizeof(int32_t));

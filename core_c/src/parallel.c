@@ -154,14 +154,25 @@ void pf_par_col2im(pf_net *net, const pf_layer *L, int32_t batch, const float *c
     pf_pool_run(net->pool, batch < t ? batch : t, conv_task, &j);
 }
 
-/* ---- transpose ------------------------------------------------------------------------------------------ */
-void pf_transpose(pf_net *net, const float *src, int64_t rows, int64_t cols, float *dst) {
-    (void)net;
+/* ---- transposes for the linear layers' (features x batch) layout ------------------------------------------- */
+void pf_transpose_pad(const float *src, int64_t rows, int64_t cols, float *dst, int64_t ld) {
     enum { T = 32 };
     for (int64_t r0 = 0; r0 < rows; r0 += T)
         for (int64_t c0 = 0; c0 < cols; c0 += T) {
             const int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
             for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+                for (int64_t c = c0; c < c1; c++) dst[c * ld + r] = src[r * cols + c];
+        }
+    if (ld > rows)
+        for (int64_t c = 0; c < cols; c++) memset(dst + c * ld + rows, 0, (size_t)(ld - rows) * sizeof(float));
+}
+
+void pf_untranspose(const float *src, int64_t ld, int64_t rows, int64_t cols, float *dst) {
+    enum { T = 32 };
+    for (int64_t r0 = 0; r0 < rows; r0 += T)
+        for (int64_t c0 = 0; c0 < cols; c0 += T) {
+            const int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) dst[r * cols + c] = src[c * ld + r];
         }
 }
