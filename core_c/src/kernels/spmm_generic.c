@@ -1,15 +1,26 @@
 /* spmm_generic.c - the sparse kernels in portable C, vectorised along N with GCC/Clang vector extensions
- * (AVX/AVX2 under -march=native, SSE2 otherwise).
+ * (AVX2/FMA under -march=native, SSE2 or NEON registers in pairs elsewhere).
  *
- * The products read one row of the dense operand per nonzero, so the dense operand's traffic dominates.
- * N is cut into column tiles so that a tile of the dense operand (rows x TILE) stays in the L2 cache while
- * all rows of W pass over it: each dense row chunk then comes from memory about once, not once per nonzero. */
+ * SpMM and its transpose keep a strip of an output row in registers (64 columns, then 32, 16, 8, 4, scalar) while
+ * every nonzero of the row streams its dense row through; two accumulator sets take alternate nonzeros so
+ * the FMA latency is hidden, and the output is written once, never read. N is cut into tiles so that the
+ * dense operand's tile (rows x TILE) stays in L2 while all rows of W pass over it.
+ *
+ * SDDMM computes four nonzeros of a row at once, so one load of the dense row of A serves four products. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast") /* ISO C mode (-std=c11) would otherwise forbid FMA contraction */
+#endif
+
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels.h"
 
 typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
 
 static inline v8 ld8(const float *p) {
     v8 v;
@@ -17,90 +28,228 @@ static inline v8 ld8(const float *p) {
     return v;
 }
 static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v4 ld4(const float *p) {
+    v4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-static inline float hsum8(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+static inline v4 splat4(float x) { return (v4){x, x, x, x}; }
 
-/* Columns per tile: 1 KiB of every dense row, so an 800-row operand tile (Conv-2's conv2) is 800 KiB. */
-enum { TILE = 256 };
+/* Columns per tile: 512 B of every dense row, so an 800-row operand tile (Conv-2's conv2) is 400 KiB. */
+enum { TILE = 128 };
 
-// c[0:n] = sum_q v[q] * b_rows[q][0:n], over the q = e0..e1 nonzeros; 4 nonzeros at a time
-static void axpy_rows(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *col, const int32_t *perm,
-                      const float *val, const float *B, int64_t ldb, int64_t n0, int overwrite) {
-    if (overwrite) memset(c, 0, (size_t)n * sizeof(float));
-    int32_t e = e0;
-    for (; e + 4 <= e1; e += 4) {
-        const float w0 = val[perm ? perm[e] : e], w1 = val[perm ? perm[e + 1] : e + 1];
-        const float w2 = val[perm ? perm[e + 2] : e + 2], w3 = val[perm ? perm[e + 3] : e + 3];
-        const float *b0 = B + (int64_t)col[e] * ldb + n0, *b1 = B + (int64_t)col[e + 1] * ldb + n0;
-        const float *b2 = B + (int64_t)col[e + 2] * ldb + n0, *b3 = B + (int64_t)col[e + 3] * ldb + n0;
-        const v8 v0 = splat8(w0), v1 = splat8(w1), v2 = splat8(w2), v3 = splat8(w3);
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8)
-            st8(c + j, ld8(c + j) + v0 * ld8(b0 + j) + v1 * ld8(b1 + j) + v2 * ld8(b2 + j) + v3 * ld8(b3 + j));
-        for (; j < n; j++) c[j] += w0 * b0[j] + w1 * b1[j] + w2 * b2[j] + w3 * b3[j];
+#define W_(e) val[perm ? perm[e] : (e)]
+#define ROW_(e) (Bm + (int64_t)idx[e] * ldb + j)
+
+/* c[0:n] = sum_{e in [e0, e1)} val[perm ? perm[e] : e] * Bm[idx[e] * ldb + 0:n] */
+static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
+                               const int32_t *restrict perm, const float *restrict val, const float *Bm,
+                               int64_t ldb) {
+    int64_t j = 0;
+    for (; j + 64 <= n; j += 64) { /* long rows: 4 cache lines of each dense row per pass */
+        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int32_t e = e0; e < e1; e++) {
+            const v8 w = splat8(W_(e));
+            const float *p = ROW_(e);
+            a0 += w * ld8(p);
+            a1 += w * ld8(p + 8);
+            a2 += w * ld8(p + 16);
+            a3 += w * ld8(p + 24);
+            a4 += w * ld8(p + 32);
+            a5 += w * ld8(p + 40);
+            a6 += w * ld8(p + 48);
+            a7 += w * ld8(p + 56);
+        }
+        st8(c + j, a0);
+        st8(c + j + 8, a1);
+        st8(c + j + 16, a2);
+        st8(c + j + 24, a3);
+        st8(c + j + 32, a4);
+        st8(c + j + 40, a5);
+        st8(c + j + 48, a6);
+        st8(c + j + 56, a7);
     }
-    for (; e < e1; e++) {
-        const float w0 = val[perm ? perm[e] : e];
-        const float *b0 = B + (int64_t)col[e] * ldb + n0;
-        const v8 v0 = splat8(w0);
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) st8(c + j, ld8(c + j) + v0 * ld8(b0 + j));
-        for (; j < n; j++) c[j] += w0 * b0[j];
+    for (; j + 32 <= n; j += 32) {
+        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int32_t e = e0;
+        for (; e + 2 <= e1; e += 2) {
+            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
+            const float *p = ROW_(e), *q = ROW_(e + 1);
+            a0 += w * ld8(p);
+            a1 += w * ld8(p + 8);
+            a2 += w * ld8(p + 16);
+            a3 += w * ld8(p + 24);
+            b0 += u * ld8(q);
+            b1 += u * ld8(q + 8);
+            b2 += u * ld8(q + 16);
+            b3 += u * ld8(q + 24);
+        }
+        if (e < e1) {
+            const v8 w = splat8(W_(e));
+            const float *p = ROW_(e);
+            a0 += w * ld8(p);
+            a1 += w * ld8(p + 8);
+            a2 += w * ld8(p + 16);
+            a3 += w * ld8(p + 24);
+        }
+        st8(c + j, a0 + b0);
+        st8(c + j + 8, a1 + b1);
+        st8(c + j + 16, a2 + b2);
+        st8(c + j + 24, a3 + b3);
+    }
+    for (; j + 16 <= n; j += 16) {
+        v8 a0 = splat8(0.0f), a1 = a0, b0 = a0, b1 = a0;
+        int32_t e = e0;
+        for (; e + 2 <= e1; e += 2) {
+            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
+            const float *p = ROW_(e), *q = ROW_(e + 1);
+            a0 += w * ld8(p);
+            a1 += w * ld8(p + 8);
+            b0 += u * ld8(q);
+            b1 += u * ld8(q + 8);
+        }
+        if (e < e1) {
+            const v8 w = splat8(W_(e));
+            a0 += w * ld8(ROW_(e));
+            a1 += w * ld8(ROW_(e) + 8);
+        }
+        st8(c + j, a0 + b0);
+        st8(c + j + 8, a1 + b1);
+    }
+    for (; j + 8 <= n; j += 8) {
+        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        int32_t e = e0;
+        for (; e + 4 <= e1; e += 4) {
+            a0 += splat8(W_(e)) * ld8(ROW_(e));
+            a1 += splat8(W_(e + 1)) * ld8(ROW_(e + 1));
+            a2 += splat8(W_(e + 2)) * ld8(ROW_(e + 2));
+            a3 += splat8(W_(e + 3)) * ld8(ROW_(e + 3));
+        }
+        for (; e < e1; e++) a0 += splat8(W_(e)) * ld8(ROW_(e));
+        st8(c + j, (a0 + a1) + (a2 + a3));
+    }
+    for (; j + 4 <= n; j += 4) {
+        v4 a0 = splat4(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        int32_t e = e0;
+        for (; e + 4 <= e1; e += 4) {
+            a0 += splat4(W_(e)) * ld4(ROW_(e));
+            a1 += splat4(W_(e + 1)) * ld4(ROW_(e + 1));
+            a2 += splat4(W_(e + 2)) * ld4(ROW_(e + 2));
+            a3 += splat4(W_(e + 3)) * ld4(ROW_(e + 3));
+        }
+        for (; e < e1; e++) a0 += splat4(W_(e)) * ld4(ROW_(e));
+        st4(c + j, (a0 + a1) + (a2 + a3));
+    }
+    for (; j < n; j++) {
+        float s0 = 0.0f, s1 = 0.0f;
+        int32_t e = e0;
+        for (; e + 2 <= e1; e += 2) {
+            s0 += W_(e) * *ROW_(e);
+            s1 += W_(e + 1) * *ROW_(e + 1);
+        }
+        if (e < e1) s0 += W_(e) * *ROW_(e);
+        c[j] = s0 + s1;
     }
 }
+
+#undef W_
+#undef ROW_
 
 void pf_spmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
                      const float *B, int64_t ldb, float *C, int64_t ldc) {
     assert(m0 <= m1 && N >= 0);
-    const int64_t tile = TILE;
-    for (int64_t n0 = 0; n0 < N; n0 += tile) {
-        const int64_t n = N - n0 < tile ? N - n0 : tile;
+    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
+        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
         for (int32_t m = m0; m < m1; m++)
-            axpy_rows(C + (int64_t)m * ldc + n0, n, rowptr[m], rowptr[m + 1], col, NULL, val, B, ldb, n0, 1);
+            row_product(C + (int64_t)m * ldc + n0, n, rowptr[m], rowptr[m + 1], col, NULL, val, B + n0, ldb);
     }
 }
 
 void pf_spmm_t_generic(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
                        const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc) {
     assert(k0 <= k1 && N >= 0);
-    const int64_t tile = TILE;
-    for (int64_t n0 = 0; n0 < N; n0 += tile) {
-        const int64_t n = N - n0 < tile ? N - n0 : tile;
+    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
+        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
         for (int32_t k = k0; k < k1; k++)
-            axpy_rows(C + (int64_t)k * ldc + n0, n, colptr[k], colptr[k + 1], row, perm, val, D, ldd, n0, 1);
+            row_product(C + (int64_t)k * ldc + n0, n, colptr[k], colptr[k + 1], row, perm, val, D + n0, ldd);
     }
 }
 
-// sum_j a[j] * b[j] with 4 vector accumulators
-static inline float dot(const float *a, const float *b, int64_t n) {
-    v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0;
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        s0 += ld8(a + j) * ld8(b + j);
-        s1 += ld8(a + j + 8) * ld8(b + j + 8);
-        s2 += ld8(a + j + 16) * ld8(b + j + 16);
-        s3 += ld8(a + j + 24) * ld8(b + j + 24);
+static inline v4 fold8(v8 x) { return (v4){x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]}; }
+static inline float hsum4(v4 x) { return (x[0] + x[2]) + (x[1] + x[3]); }
+
+/* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1) */
+static inline void row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
+                            const int32_t *restrict idx, const float *restrict a, const float *Bm, int64_t ldb) {
+    int32_t e = e0;
+    for (; e + 4 <= e1; e += 4) {
+        const float *p0 = Bm + (int64_t)idx[e] * ldb, *p1 = Bm + (int64_t)idx[e + 1] * ldb;
+        const float *p2 = Bm + (int64_t)idx[e + 2] * ldb, *p3 = Bm + (int64_t)idx[e + 3] * ldb;
+        v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const v8 x = ld8(a + j);
+            s0 += x * ld8(p0 + j);
+            s1 += x * ld8(p1 + j);
+            s2 += x * ld8(p2 + j);
+            s3 += x * ld8(p3 + j);
+        }
+        v4 u0 = fold8(s0), u1 = fold8(s1), u2 = fold8(s2), u3 = fold8(s3);
+        for (; j + 4 <= n; j += 4) {
+            const v4 x = ld4(a + j);
+            u0 += x * ld4(p0 + j);
+            u1 += x * ld4(p1 + j);
+            u2 += x * ld4(p2 + j);
+            u3 += x * ld4(p3 + j);
+        }
+        float r0 = hsum4(u0), r1 = hsum4(u1), r2 = hsum4(u2), r3 = hsum4(u3);
+        for (; j < n; j++) {
+            r0 += a[j] * p0[j];
+            r1 += a[j] * p1[j];
+            r2 += a[j] * p2[j];
+            r3 += a[j] * p3[j];
+        }
+        if (accumulate) {
+            out[e] += r0;
+            out[e + 1] += r1;
+            out[e + 2] += r2;
+            out[e + 3] += r3;
+        } else {
+            out[e] = r0;
+            out[e + 1] = r1;
+            out[e + 2] = r2;
+            out[e + 3] = r3;
+        }
     }
-    for (; j + 8 <= n; j += 8) s0 += ld8(a + j) * ld8(b + j);
-    float s = hsum8((s0 + s1) + (s2 + s3));
-    for (; j < n; j++) s += a[j] * b[j];
-    return s;
+    for (; e < e1; e++) {
+        const float *p = Bm + (int64_t)idx[e] * ldb;
+        v8 s = splat8(0.0f), t = s;
+        int64_t j = 0;
+        for (; j + 16 <= n; j += 16) {
+            s += ld8(a + j) * ld8(p + j);
+            t += ld8(a + j + 8) * ld8(p + j + 8);
+        }
+        for (; j + 8 <= n; j += 8) s += ld8(a + j) * ld8(p + j);
+        float d = hsum4(fold8(s + t));
+        for (; j < n; j++) d += a[j] * p[j];
+        out[e] = accumulate ? out[e] + d : d;
+    }
 }
 
 void pf_sddmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float *out) {
     assert(m0 <= m1 && N >= 0);
-    const int64_t tile = TILE;
-    for (int64_t n0 = 0; n0 < N; n0 += tile) {
-        const int64_t n = N - n0 < tile ? N - n0 : tile;
-        for (int32_t m = m0; m < m1; m++) {
-            const float *a = A + (int64_t)m * lda + n0;
-            for (int32_t e = rowptr[m]; e < rowptr[m + 1]; e++) {
-                const float d = dot(a, B + (int64_t)col[e] * ldb + n0, n);
-                out[e] = n0 == 0 ? d : out[e] + d;
-            }
-        }
-    }
-    if (N == 0)
+    if (N == 0) {
         for (int32_t e = rowptr[m0]; e < rowptr[m1]; e++) out[e] = 0.0f;
+        return;
+    }
+    /* 1 KiB of every B row per tile: the tile of B stays in L2 while all rows of the range pass over it */
+    enum { DTILE = 256 };
+    for (int64_t n0 = 0; n0 < N; n0 += DTILE) {
+        const int64_t n = N - n0 < DTILE ? N - n0 : DTILE;
+        for (int32_t m = m0; m < m1; m++)
+            row_dots(out, n0 > 0, n, rowptr[m], rowptr[m + 1], col, A + (int64_t)m * lda + n0, B + n0, ldb);
+    }
 }
