@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.importance import accumulate, client_importance
 from coordinator.mask_delta import apply_mask_delta
 from coordinator.mask_optimizer import optimize_masks
 from coordinator.messages import (
@@ -123,7 +122,7 @@ class Trainer:
         masks = {p: np.asarray(arrays[f"m{p}"], bool) for p in self.weight_params}
         self._install_masks(masks, int(meta["mask_version"]))
         self.stream.load(meta["stream"])
-        self.importance = ([np.asarray(arrays[f"z{i}"], np.float64) for i in range(len(self.shapes))]
+        self.importance = ([np.array(arrays[f"z{i}"], np.float32) for i in range(len(self.shapes))]
                            if meta["has_importance"] else None)
 
     # ---- tasks -----------------------------------------------------------------------------------------
@@ -197,17 +196,27 @@ class Trainer:
                 loss_sum += float(r.loss) * len(idx)
                 correct += int(r.correct)
             if cfg.collect_importance:
-                self.importance = accumulate(self.importance, client_importance(self.net.grad_sums(), n))
+                self._accumulate_importance(self.net.grad_sums(), n)
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
         upload = None
         if cfg.upload_importance and self.importance is not None:
-            upload = [z.astype(np.float32) for z in self.importance]
+            upload = self.importance
             self.importance = None
         values = kept_values(self.net.get_weights(), self.masks)
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
+
+    def _accumulate_importance(self, grad_sums: list[np.ndarray], n: int) -> None:
+        """z += n * a**2 in place, float32 (what is uploaded); same values as coordinator.importance's functions."""
+        if self.importance is None:
+            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+        for z, a in zip(self.importance, grad_sums, strict=True):
+            a = np.asarray(a, np.float32)
+            sq = np.multiply(a, a)
+            sq *= np.float32(n)
+            z += sq
 
     def _gradient(self, task: Task) -> TrainResult:
         """Sum of the dense gradients of ``local_steps`` batches at the given weights, no update (SNIP)."""
@@ -257,6 +266,7 @@ class Trainer:
         ys = np.ascontiguousarray(self.y[pick])
 
         z = [np.zeros(s, np.float32) for s in self.shapes]
+        sq = [np.zeros(s, np.float32) for s in self.shapes]
         shadow = [np.array(w, np.float32) for w in self.net.get_weights()]  # last values of pruned weights
         start_pass: int | None = None
         prev_density: float | None = None
@@ -279,9 +289,9 @@ class Trainer:
                 for b in batches:
                     self.net.reset_grad_sums()
                     self.net.train_step(self.x[b], self.y[b], sgd)
-                    for acc, g in zip(z, self.net.grad_sums(), strict=True):
-                        g = np.asarray(g, np.float32)
-                        acc += g * g
+                    for acc, tmp, g in zip(z, sq, self.net.grad_sums(), strict=True):
+                        np.multiply(g, g, out=tmp)
+                        acc += tmp
                 if start_pass is not None and (i - start_pass) % cfg.reconfig_interval == 0:
                     weights = self.net.get_weights()
                     for p in self.weight_params:
