@@ -83,18 +83,20 @@ static void conv_forward(pf_net *net, pf_layer *L, const float *in, int32_t B) {
 static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
     pf_weight *wt = &L->wt;
     const int64_t M = wt->M, K = wt->K, P = (int64_t)L->out_h * L->out_w, N = P * B;
-    /* dY as (M, B*P) into tmp, bias gradient on the way */
+    /* dY as (M, B*P) into tmp, bias gradient on the way (a float sum per sample row: vectorisable) */
     for (int64_t m = 0; m < M; m++) {
-        double gb = 0.0;
+        float gb = 0.0f;
         for (int32_t b = 0; b < B; b++) {
             const float *src = L->dout + ((int64_t)b * M + m) * P;
             float *dst = L->tmp + m * N + (int64_t)b * P;
+            float row = 0.0f;
             for (int64_t p = 0; p < P; p++) {
                 dst[p] = src[p];
-                gb += src[p];
+                row += src[p];
             }
+            gb += row;
         }
-        if (L->b) L->gb[m] = (float)gb;
+        if (L->b) L->gb[m] = gb;
     }
     if (!wt->sparse) {
         pf_par_gemm(net, 0, 1, M, K, N, 1.0f, L->tmp, N, L->cols, N, 0.0f, wt->gw, K); /* dW = dY cols^T */
@@ -114,32 +116,58 @@ static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
 }
 
 /* ---- max-pool ------------------------------------------------------------------------------------------- */
+/* A NaN in a window wins (as in PyTorch): `!(v <= best)` is true for a larger v and for a NaN v, and once best
+ * is NaN nothing replaces it because the NaN test comes first. */
+static inline int takes_over(float v, float best) { return best == best && !(v <= best); }
+
+// in (B, C, H, W) -> out (B, C, OH, OW), argmax = flat index within the input plane
 static void maxpool_forward(pf_layer *L, const float *in, int32_t B) {
     const pf_layer_spec *s = &L->spec;
     const int64_t planes = (int64_t)B * L->in_c;
+    const int32_t kh = s->kernel_h, kw = s->kernel_w, sh = s->stride_h, sw = s->stride_w, W = L->in_w;
+    const int unpadded = s->pad_h == 0 && s->pad_w == 0;
     for (int64_t pl = 0; pl < planes; pl++) {
-        const float *x = in + pl * L->in_h * L->in_w;
+        const float *x = in + pl * L->in_h * W;
         float *y = L->out + pl * L->out_h * L->out_w;
         int32_t *arg = L->argmax + pl * L->out_h * L->out_w;
         for (int32_t oh = 0; oh < L->out_h; oh++)
             for (int32_t ow = 0; ow < L->out_w; ow++) {
-                float best = -INFINITY;
-                int32_t where = -1;
-                for (int32_t i = 0; i < s->kernel_h; i++) {
-                    const int32_t h = oh * s->stride_h - s->pad_h + i;
-                    if (h < 0 || h >= L->in_h) continue;
-                    for (int32_t j = 0; j < s->kernel_w; j++) {
-                        const int32_t w = ow * s->stride_w - s->pad_w + j;
-                        if (w < 0 || w >= L->in_w) continue;
-                        const float v = x[h * L->in_w + w];
-                        if (where < 0 || v > best || isnan(v)) {
-                            best = v;
-                            where = h * L->in_w + w;
-                            if (isnan(v)) goto done;
+                float best;
+                int32_t where;
+                if (unpadded && kh == 2 && kw == 2) { /* the common 2x2 window, unrolled */
+                    const int32_t a = oh * sh * W + ow * sw, c = a + W;
+                    where = a;
+                    best = x[a];
+                    if (takes_over(x[a + 1], best)) best = x[where = a + 1];
+                    if (takes_over(x[c], best)) best = x[where = c];
+                    if (takes_over(x[c + 1], best)) best = x[where = c + 1];
+                } else if (unpadded) { /* every window lies inside the input: no bounds tests */
+                    where = oh * sh * W + ow * sw;
+                    best = x[where];
+                    for (int32_t i = 0; i < kh; i++)
+                        for (int32_t j = 0; j < kw; j++) {
+                            const int32_t at = (oh * sh + i) * W + ow * sw + j;
+                            if (takes_over(x[at], best)) {
+                                best = x[at];
+                                where = at;
+                            }
+                        }
+                } else {
+                    best = -INFINITY;
+                    where = -1;
+                    for (int32_t i = 0; i < kh; i++) {
+                        const int32_t h = oh * sh - s->pad_h + i;
+                        if (h < 0 || h >= L->in_h) continue;
+                        for (int32_t j = 0; j < kw; j++) {
+                            const int32_t w = ow * sw - s->pad_w + j;
+                            if (w < 0 || w >= W) continue;
+                            if (where < 0 || takes_over(x[h * W + w], best)) {
+                                best = x[h * W + w];
+                                where = h * W + w;
+                            }
                         }
                     }
                 }
-            done:
                 y[oh * L->out_w + ow] = best;
                 arg[oh * L->out_w + ow] = where;
             }
