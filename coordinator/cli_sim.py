@@ -27,7 +27,7 @@ import numpy as np
 from coordinator.methods import METHOD_NAMES, FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.report import write_report
 from coordinator.server import Coordinator, Method, ServerConfig
-from coordinator.simulation import build_simulation, initial_weights
+from coordinator.simulation import build_simulation
 from coordinator.time_model import ProfileError, TimeModel, load_profile
 from prunefl_edge.model_spec import ModelSpec
 
@@ -187,7 +187,8 @@ def load_mask_file(path: str) -> dict[int, np.ndarray]:
         raise UsageError(f"--mask-from {path}: cannot read a mask file ({e})") from e
 
 
-def make_method(opts: SimOptions, spec: ModelSpec, net_factory: Callable[[ModelSpec], Any]) -> Method:
+def make_method(opts: SimOptions, spec: ModelSpec, init: list[np.ndarray]) -> Method:
+    """The method object; ``init`` is the run's initial weights (reinit restarts from them)."""
     m = opts.method
     if m in ("prunefl", "adaptive-only"):
         return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
@@ -201,9 +202,11 @@ def make_method(opts: SimOptions, spec: ModelSpec, net_factory: Callable[[ModelS
         return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
     if m in ("reinit", "random-reinit"):
         assert opts.mask_from is not None
+        from coordinator.sim_inputs import random_weights
+
         masks = load_mask_file(opts.mask_from)
-        seed = opts.seed if m == "reinit" else opts.seed + 1_000_000
-        return FixedMask(masks, initial_weights(spec, seed, net_factory), m)
+        weights = init if m == "reinit" else random_weights(spec, opts.seed + 1_000_000)
+        return FixedMask(masks, weights, m)
     raise UsageError(f"unknown method {m!r}")
 
 
@@ -235,7 +238,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     except ProfileError as e:
         raise UsageError(str(e)) from e
     net_factory = net_factory or engine_factory(opts.threads)
-    method = make_method(opts, spec, net_factory)
+    method = make_method(opts, spec, weights)
     out = Path(opts.out) if opts.out else None
     sink = None
     if out is not None:
@@ -279,10 +282,8 @@ def _write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: P
         try:
             if export_model(spec, st.weights, st.masks, str(out / "model.onnx")):
                 onnx_path = str(out / "model.onnx")
-            else:
-                log.warning("ONNX exporter not available; the model is in final_weights.npz / final_mask.npz")
         except (OSError, ValueError) as e:
-            log.warning("ONNX export failed: %s", e)
+            log.warning("ONNX export failed (the model is in final_weights.npz / final_mask.npz): %s", e)
     last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
     summary = {"options": {k: v for k, v in asdict(opts).items() if k != "extra"}, "rounds": st.round,
                "final_accuracy": last["accuracy"] if last else None, "final_density": st.density(),

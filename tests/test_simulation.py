@@ -33,7 +33,7 @@ def test_accuracy_rises_density_falls(kind):
     nf, sgd = _factories(kind)
     res = run_simulation(_opts(), net_factory=nf, sgd_config=sgd, progress=False)
     acc = [r["accuracy"] for r in res.records if r["accuracy"] is not None]
-    assert acc[-1] > acc[0] + 0.2 and acc[-1] > 0.6
+    assert acc[-1] > acc[0] + 0.05 and acc[-1] > 0.85  # acc[0]: after initial pruning at one non-IID client
     dens = [r["density"] for r in res.records]
     assert dens[-1] < 0.95 and min(dens) < 1.0
     assert any(r.get("reconfigured") for r in res.records)
@@ -90,7 +90,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     cfg.write_text('rounds = [')
     assert main(["--config", str(cfg)]) == EXIT_USAGE
     assert main(["--dataset", "nope", "--rounds", "1", "-q"]) == EXIT_DATA
-    assert "unknown data set" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == EXIT_OK
