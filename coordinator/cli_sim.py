@@ -28,7 +28,7 @@ from coordinator.methods import METHOD_NAMES, FedAvg, FixedMask, IterativeMagnit
 from coordinator.report import write_report
 from coordinator.server import Coordinator, Method, ServerConfig
 from coordinator.simulation import build_simulation
-from coordinator.time_model import ProfileError, TimeModel, load_profile
+from coordinator.time_model import ProfileError, TimeModel, load_profile, sparse_thresholds
 from prunefl_edge.model_spec import ModelSpec
 
 log = logging.getLogger("prunefl-sim")
@@ -234,7 +234,8 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
                       data.groups)
     clients = [(data.x_train[p], data.y_train[p]) for p in parts]
     try:
-        time_model = TimeModel.from_profile(load_profile(opts.profile), spec, opts.local_steps)
+        profile = load_profile(opts.profile)
+        time_model = TimeModel.from_profile(profile, spec, opts.local_steps)
     except ProfileError as e:
         raise UsageError(str(e)) from e
     net_factory = net_factory or engine_factory(opts.threads)
@@ -259,7 +260,8 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                        local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every)
     coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
-                             net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round)
+                             net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round,
+                             sparse_thresholds=sparse_thresholds(profile, spec))
     try:
         coord.run()
     finally:

@@ -52,9 +52,11 @@ def build_simulation(spec: ModelSpec, clients: Sequence[tuple[np.ndarray, np.nda
                      test: tuple[np.ndarray, np.ndarray] | None, method: Method, config: ServerConfig,
                      time_model: TimeModel, seed: int, net_factory: NetFactory,
                      weights: list[np.ndarray] | None = None, sgd_config: Callable[..., Any] | None = None,
-                     on_round: Callable[[dict[str, Any]], None] | None = None) -> Coordinator:
+                     on_round: Callable[[dict[str, Any]], None] | None = None,
+                     sparse_thresholds: dict[int, float] | None = None) -> Coordinator:
     """A ready-to-run coordinator over in-process clients ``c0 .. c{N-1}``; ``weights`` default to the seeded
-    initialisation of the model."""
+    initialisation of the model; ``sparse_thresholds`` (layer index -> density, from a measured profile) are set
+    in every client's network."""
     if weights is None:
         weights = initial_weights(spec, seed, net_factory)
     width = len(str(max(0, len(clients) - 1)))
@@ -62,8 +64,10 @@ def build_simulation(spec: ModelSpec, clients: Sequence[tuple[np.ndarray, np.nda
     for i, (x, y) in enumerate(clients):
         if len(y) == 0:
             continue
-        trainers.append(Trainer(f"c{i:0{width}d}", net_factory(spec), x, y, seed=seed * 1_000_003 + i,
-                                sgd_config=sgd_config))
+        net = net_factory(spec)
+        for layer, density in (sparse_thresholds or {}).items():
+            net.set_sparse_threshold(layer, density)
+        trainers.append(Trainer(f"c{i:0{width}d}", net, x, y, seed=seed * 1_000_003 + i, sgd_config=sgd_config))
     transport = InProcTransport(trainers)
     pshapes = spec.param_shapes()
     masks = {i: np.ones(p.shape, bool) for i, p in enumerate(pshapes) if p.prunable}

@@ -128,6 +128,15 @@ def _kind(layer: object) -> str:
     return "conv" if isinstance(layer, Conv2d) else "linear"
 
 
+def sparse_thresholds(profile: DeviceProfile, spec: ModelSpec) -> dict[int, float]:
+    """Layer index -> measured switch-over density, when the profile was measured for this model's layers."""
+    prunable = spec.prunable_layers()
+    if len(profile.layers) != len(prunable):
+        return {}
+    return {li: lp.sparse_threshold for lp, li in zip(profile.layers, prunable, strict=True)
+            if lp.sparse_threshold is not None and lp.kind == _kind(spec.layers[li])}
+
+
 @dataclass(frozen=True)
 class TimeModel:
     """Per-round coefficients for one model: ``T = intercept + sum_l kept_l * (compute_l + comm)``."""

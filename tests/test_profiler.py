@@ -7,7 +7,7 @@ from conftest_helpers import engine_or_skip
 from fake_engine import FakeNetwork
 from fake_engine import SGDConfig as FakeSGD
 
-from coordinator.time_model import TimeModel, load_profile
+from coordinator.time_model import TimeModel, load_profile, sparse_thresholds
 from prunefl_edge.model_spec import Linear, ModelSpec, ReLU
 from prunefl_edge.profiler import profile_network, switch_over
 
@@ -34,3 +34,4 @@ def test_profile_file_feeds_time_model(tmp_path, kind):
     prof.save(tmp_path / "p.json")
     tm = TimeModel.from_profile(load_profile(tmp_path / "p.json"), SPEC, local_steps=5)
     assert tm.intercept >= 0 and len(tm.compute) == 2
+    assert set(sparse_thresholds(load_profile(tmp_path / "p.json"), SPEC)) == set(SPEC.prunable_layers())
