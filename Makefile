@@ -5,7 +5,7 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: deps test test-c test-py demo bench clean
+.PHONY: deps test test-c test-py test-py-asan demo bench clean
 .DEFAULT_GOAL := help
 
 help:
@@ -41,7 +41,16 @@ test-py:
 	PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/native/libprunefl.so PRUNEFL_EDGE_VENV=$(CURDIR)/$(VENV) \
 	    $(PY) -m pytest -q -p no:cacheprovider tests
 
-test: deps test-c test-py
+# The Python end-to-end tests again, on the ASan+UBSan build of the core (the sanitizer runtimes preloaded into
+# Python; leak checking off because CPython itself keeps memory until exit).
+SAN_RT := $(shell gcc -print-file-name=libasan.so):$(shell gcc -print-file-name=libubsan.so)
+test-py-asan:
+	LD_PRELOAD=$(SAN_RT) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 \
+	    PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/asan/libprunefl.so \
+	    $(PY) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_train_digits.py \
+	    tests/test_onnx.py -k "not torch_exported"
+
+test: deps test-c test-py test-py-asan
 
 demo: deps
 	$(VENV)/bin/prunefl-sim --dataset mnist5k --model conv2 --method prunefl --clients 10 --rounds 60 \
