@@ -114,7 +114,10 @@ class Coordinator:
         return self._values_cache[2]
 
     def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any) -> Gathered:
-        """Send one task per client (current weights and mask) and gather the answers; counts bytes."""
+        """Send one task per client (current weights and mask) and gather the answers; counts bytes.
+
+        Training and gradient tasks are gathered within the round deadline; initial pruning (minutes of local
+        training) without one."""
         r = self.state.round
         values = self._values()
         sent = []
@@ -123,7 +126,8 @@ class Coordinator:
             n = self.transport.send(cid, task)
             self.state.bytes_down += n if n > 0 else task_bytes(task, self.sizes)
             sent.append(cid)
-        got = self.transport.gather(sent, r, self.config.deadline_s)
+        deadline = None if kind == TaskKind.INITIAL_PRUNE else self.config.deadline_s
+        got = self.transport.gather(sent, r, deadline)
         for f in got.failures:
             if f.needs_full_mask:
                 self.client_version[f.client_id] = -1
