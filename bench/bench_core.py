@@ -307,9 +307,10 @@ def try_time(make: Callable[[], Callable[[], None]], repeat: int, what: str) -> 
 
 # ------------------------------------------------------------------------------------------------ RSS
 def rss_child(kind: str, threads: int, steps: int) -> None:
-    """Train Conv-2 at density 0.13 for a few steps and print the peak RSS in MiB."""
-    import resource
+    """Train Conv-2 at density 0.13 for a few steps and print the peak RSS in MiB.
 
+    VmHWM of /proc/self/status, not getrusage: Linux carries ru_maxrss over fork and exec, so a child would
+    report its (larger) parent's peak."""
     if kind == "ours":
         ours = OursConv2(threads)
         ours.set_density(0.13, np.random.default_rng(0))
@@ -321,7 +322,9 @@ def rss_child(kind: str, threads: int, steps: int) -> None:
         step = torch_dense_step(torch, threads, 0.13)
         for _ in range(steps):
             step()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    with open("/proc/self/status", encoding="ascii") as fh:
+        hwm_kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(hwm_kib / 1024.0)
 
 
 def measure_rss(kind: str, threads: int, steps: int) -> float:
