@@ -324,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunefl-sim: the training core is not available ({e}); build it with cmake and set "
               "PRUNEFL_EDGE_LIB", file=sys.stderr)
         return EXIT_DATA
+    except RuntimeError as e:  # prunefl_edge.engine.EngineError: the C core refused the model or the data
+        print(f"prunefl-sim: engine error: {e}", file=sys.stderr)
+        return EXIT_DATA
     if res.out is not None:
         print(f"prunefl-sim: done; outputs in {res.out}", file=sys.stderr)
     return EXIT_OK
