@@ -75,26 +75,26 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
     return PF_OK;
 }
 
-void pf_weight_read(const pf_weight *wt, float *dense) {
-    if (!wt->sparse) {
-        memcpy(dense, wt->w, (size_t)wt->size * sizeof(float));
-        return;
-    }
+/* dense (size) = the CSR values vals placed at their positions, zero elsewhere */
+static void scatter(const pf_weight *wt, const float *vals, float *dense) {
     memset(dense, 0, (size_t)wt->size * sizeof(float));
     for (int32_t m = 0; m < wt->M; m++)
-        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++) dense[(int64_t)m * wt->K + wt->col[e]] = wt->val[e];
+        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++) dense[(int64_t)m * wt->K + wt->col[e]] = vals[e];
 }
 
-void pf_weight_read_grad(const pf_weight *wt, float *dense) {
-    if (!wt->sparse) {
-        memcpy(dense, wt->gw, (size_t)wt->size * sizeof(float));
-        return;
-    }
-    memset(dense, 0, (size_t)wt->size * sizeof(float));
-    for (int32_t m = 0; m < wt->M; m++)
-        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
-            dense[(int64_t)m * wt->K + wt->col[e]] = wt->gval[e];
+/* dense = a dense-state buffer (NULL reads as zeros) or the matching CSR values */
+static void read_state(const pf_weight *wt, const float *dense_buf, const float *vals, float *dense) {
+    if (wt->sparse)
+        scatter(wt, vals, dense);
+    else if (dense_buf)
+        memcpy(dense, dense_buf, (size_t)wt->size * sizeof(float));
+    else
+        memset(dense, 0, (size_t)wt->size * sizeof(float));
 }
+
+void pf_weight_read(const pf_weight *wt, float *dense) { read_state(wt, wt->w, wt->val, dense); }
+
+void pf_weight_read_grad(const pf_weight *wt, float *dense) { read_state(wt, wt->gw, wt->gval, dense); }
 
 void pf_weight_write(pf_weight *wt, const float *dense) {
     if (!wt->sparse) {
@@ -134,21 +134,6 @@ static void current_csr(const pf_weight *wt, csr_state *s) {
     s->vmom = wt->vmom;
 }
 
-/* Reads the current momentum as dense (size); NULL-safe: writes zeros when none is live. */
-static void read_mom(const pf_weight *wt, float *dense) {
-    if (!wt->sparse) {
-        if (wt->mom)
-            memcpy(dense, wt->mom, (size_t)wt->size * sizeof(float));
-        else
-            memset(dense, 0, (size_t)wt->size * sizeof(float));
-        return;
-    }
-    memset(dense, 0, (size_t)wt->size * sizeof(float));
-    for (int32_t m = 0; m < wt->M; m++)
-        for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
-            dense[(int64_t)m * wt->K + wt->col[e]] = wt->vmom[e];
-}
-
 pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_sparse) {
     float *wd = malloc((size_t)wt->size * sizeof(float));
     float *md = wt->mom_live ? malloc((size_t)wt->size * sizeof(float)) : NULL;
@@ -158,7 +143,7 @@ pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_spa
         return PF_ERR_NOMEM;
     }
     pf_weight_read(wt, wd);
-    if (md) read_mom(wt, md);
+    if (md) read_state(wt, wt->mom, wt->vmom, md);
     /* the new mask: pruned positions and newly kept ones start at zero with zero momentum */
     for (int64_t i = 0; i < wt->size; i++) {
         const int keep = new_mask[i] != 0, was = wt->mask[i] != 0;
