@@ -374,12 +374,17 @@ render() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-add_edges() {
+check_edge_ids() {
     local id
     for id in "$@"; do
         valid_id "$id" || die "$E_USAGE" "edge id '$id' must be 1-64 of [A-Za-z0-9_.-] (it is a topic level and a username)"
         [ "$id" != "$COORD" ] || die "$E_USAGE" "edge id '$id' is the coordinator's identity"
     done
+}
+
+add_edges() {
+    local id
+    check_edge_ids "$@"
     for id in "$@"; do
         if is_active "$id"; then
             note "edge '$id' already provisioned (use rotate-edge to re-issue)"
@@ -403,6 +408,7 @@ cmd_init() {
     [ -n "$FEDERATION" ] || die "$E_USAGE" "--federation NAME is required for init"
     check_settings
     [ ${#IDS[@]} -eq 0 ] || die "$E_USAGE" "unexpected argument '${IDS[0]}' (edges go in --edges)"
+    [ ${#EDGES[@]} -eq 0 ] || check_edge_ids "${EDGES[@]}"
     local san="" h i
     [ "$LOCALHOST" = 1 ] && san="DNS:localhost,IP:127.0.0.1,IP:::1"
     for h in "${HOSTS[@]}"; do

@@ -14,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,3 +325,37 @@ def test_password_mode_and_plain_loopback_listener(tools, tmp_path: Path, client
         a.publish(result(EDGE_B), b"forged")
         a.publish(result(EDGE_A), b"control")
         assert coord.receive_until(result(EDGE_A), b"control") == [(result(EDGE_A), b"control")]
+
+
+def test_revocation_takes_effect_on_reload(tools, tmp_path: Path, clients: list[Client]) -> None:
+    """`systemctl reload mosquitto` (SIGHUP) after revoke-edge: the edge's ACL is gone at once, even on its open
+    connection, and its certificate no longer connects (Mosquitto 2.0 re-reads the CRL on SIGHUP)."""
+    port = free_port()
+    pki = tmp_path / "pki"
+    provision("init", "--dir", str(pki), "--federation", FED, "--edges", f"{EDGE_A},{EDGE_B}", "--port", str(port))
+    kept = tmp_path / "b"
+    shutil.copytree(pki / "clients" / EDGE_B, kept)
+    conf = (pki / "broker" / "mosquitto.conf").read_text()
+    with running_mosquitto(tmp_path / "broker", conf, port=port) as broker:
+        fleet = Fleet(pki, pki, broker)
+        coord = connected(clients, fleet, COORD)
+        coord.subscribe(f"prunefl/{FED}/#")
+        b = Client(EDGE_B, kept)
+        clients.append(b)
+        assert b.connect(broker)
+        b.subscribe(task(EDGE_B))
+        provision("revoke-edge", "--dir", str(pki), EDGE_B)
+        broker.reload()
+        a = connected(clients, fleet, EDGE_A)  # a fresh connection is accepted only once the reload is done
+        b.publish(result(EDGE_B), b"after-revoke")
+        coord.publish(task(EDGE_B), b"after-revoke")
+        a.publish(result(EDGE_A), b"control")
+        assert coord.receive_until(result(EDGE_A), b"control") == [(task(EDGE_B), b"after-revoke"),
+                                                                   (result(EDGE_A), b"control")]
+        # the task for B was published before this one: had B still been allowed to read it, it would be there now
+        a.subscribe(task(EDGE_A))
+        coord.publish(task(EDGE_A), b"control")
+        a.receive_until(task(EDGE_A), b"control")
+        time.sleep(0.2)
+        assert b.messages.empty()
+        assert refused(clients, fleet, Client(EDGE_B, kept))

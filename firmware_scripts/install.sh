@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Installs the PruneFL-Edge edge agent on a Raspberry Pi (Raspberry Pi OS / Debian 12, 64-bit or 32-bit armhf):
+# apt dependencies, system user prunefl, a virtualenv with the project, /etc/prunefl-edge/edge.toml (only when
+# absent), /var/lib/prunefl-edge, the systemd unit. Safe to run again (upgrades the package, keeps the config).
+# Run `install.sh --help`.
+set -euo pipefail
+
+PROG=$(basename "$0")
+HERE=$(cd "$(dirname "$0")" && pwd)
+E_USAGE=2    # bad command line
+E_ENV=3      # wrong environment: not root, missing file, missing tool
+E_STEP=4     # a step failed (apt, pip, systemctl)
+
+PREFIX=/opt/prunefl-edge
+ROOT=""
+SOURCE="" WHEEL="" CREDS="" EDGE_ID="" FEDERATION="" BROKER=""
+DRY=0 APT=1 USERADD=1 SYSTEMCTL=1 START=1 PIP=1
+USER_NAME=prunefl
+CONF_DIR=/etc/prunefl-edge
+STATE_DIR=/var/lib/prunefl-edge
+UNIT_DIR=/etc/systemd/system
+
+usage() {
+    cat <<EOF
+Usage: sudo $PROG [--wheel FILE | --source DIR] [options]
+
+Installs the PruneFL-Edge edge agent as the systemd service prunefl-edge.
+
+What to install (default: --source $(dirname "$HERE"), the checkout this script is in):
+  --wheel FILE         a prunefl_edge-*.whl built for this board (fast: nothing is compiled)
+  --source DIR         a source tree or sdist directory: the C core is built here (needs cmake, gcc)
+Configuration (used only when $CONF_DIR/edge.toml does not exist yet):
+  --edge-id ID         this device's id (= the CN of its certificate)
+  --federation NAME    the federation
+  --broker URL         e.g. mqtts://broker.lan:8883
+  --credentials DIR    copy ca.crt, client.crt, client.key (or password) from DIR, e.g. provision_broker.sh's
+                       clients/<id>/, into $CONF_DIR/tls/ (always, also to rotate credentials)
+Where:
+  --prefix DIR         install prefix; the virtualenv is DIR/venv (default $PREFIX)
+  --root DIR           lay the files down under DIR (DESTDIR-style, for tests and images); implies no chown
+Steps to leave out:
+  --no-apt             do not apt-get install dependencies
+  --no-useradd         do not create the system user $USER_NAME
+  --no-pip             create the virtualenv but do not install the project into it
+  --no-systemctl       do not run systemctl (no daemon-reload, enable or start)
+  --no-start           enable the service but do not (re)start it
+  --dry-run            print what would be done, change nothing
+  -h, --help           this help
+
+Exit status: 0 ok, $E_USAGE usage error, $E_ENV wrong environment (not root, file missing), $E_STEP a step failed.
+After installing: edit $CONF_DIR/edge.toml, then  sudo systemctl restart prunefl-edge
+                  journalctl -u prunefl-edge -f
+EOF
+}
+
+die() { local code=$1; shift; echo "$PROG: error: $*" >&2; exit "$code"; }
+note() { echo "$PROG: $*"; }
+
+# run CMD...: print it; run it unless --dry-run
+run() {
+    echo "+$(printf ' %q' "$@")"
+    [ "$DRY" = 1 ] || "$@"
+}
+
+while [ $# -gt 0 ]; do
+    opt=$1
+    case $opt in
+        -h|--help) usage; exit 0 ;;
+        --dry-run) DRY=1 ;;
+        --no-apt) APT=0 ;;
+        --no-useradd) USERADD=0 ;;
+        --no-pip) PIP=0 ;;
+        --no-systemctl) SYSTEMCTL=0 ;;
+        --no-start) START=0 ;;
+        --wheel|--source|--credentials|--edge-id|--federation|--broker|--prefix|--root)
+            [ $# -ge 2 ] || die "$E_USAGE" "$opt needs a value"
+            case $opt in
+                --wheel) WHEEL=$2 ;; --source) SOURCE=$2 ;; --credentials) CREDS=$2 ;; --edge-id) EDGE_ID=$2 ;;
+                --federation) FEDERATION=$2 ;; --broker) BROKER=$2 ;; --prefix) PREFIX=$2 ;; --root) ROOT=$2 ;;
+            esac
+            shift ;;
+        *) die "$E_USAGE" "unknown argument '$opt' (see --help)" ;;
+    esac
+    shift
+done
+
+# -- checks -----------------------------------------------------------------------------------------------------
+[ -z "$WHEEL" ] || [ -z "$SOURCE" ] || die "$E_USAGE" "give --wheel or --source, not both"
+if [ -z "$WHEEL" ] && [ -z "$SOURCE" ]; then SOURCE=$(dirname "$HERE"); fi
+if [ -n "$WHEEL" ]; then
+    [ -f "$WHEEL" ] || die "$E_ENV" "wheel '$WHEEL' not found"
+    WHEEL=$(realpath "$WHEEL")
+else
+    [ -f "$SOURCE/pyproject.toml" ] || die "$E_ENV" "'$SOURCE' is not a PruneFL-Edge source tree (no pyproject.toml): give --source DIR or --wheel FILE"
+    SOURCE=$(realpath "$SOURCE")
+fi
+[[ $PREFIX = /* ]] || die "$E_USAGE" "--prefix must be an absolute path"
+for v in "$EDGE_ID" "$FEDERATION"; do
+    [ -z "$v" ] || [[ $v =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "$E_USAGE" "'$v': ids are 1-64 of [A-Za-z0-9_.-]"
+done
+[ -z "$BROKER" ] || [[ $BROKER =~ ^mqtts?://[^[:space:]\"]+$ ]] || die "$E_USAGE" "--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT"
+if [ -n "$CREDS" ]; then
+    [ -f "$CREDS/ca.crt" ] || die "$E_ENV" "--credentials $CREDS: no ca.crt there (give provision_broker.sh's clients/<id>/)"
+    { [ -f "$CREDS/client.crt" ] && [ -f "$CREDS/client.key" ]; } || [ -f "$CREDS/password" ] \
+        || die "$E_ENV" "--credentials $CREDS: neither client.crt+client.key nor password there"
+fi
+if [ -n "$ROOT" ]; then
+    ROOT=$(realpath -m "$ROOT")
+    [ "$DRY" = 1 ] || mkdir -p "$ROOT"
+fi
+if [ "$DRY" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+    die "$E_ENV" "run as root: sudo $0 $*"
+fi
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null 2>&1 || die "$E_ENV" "$PY not found: sudo apt-get install python3 python3-venv"
+
+R=$ROOT   # every path below is "$R/..."
+VENV=$PREFIX/venv
+# chown only on the real system, when the user exists (with --root the owners are set by the image's tools)
+CHOWN=0
+if [ -z "$ROOT" ] && { [ "$USERADD" = 1 ] || getent passwd "$USER_NAME" >/dev/null; }; then CHOWN=1; fi
+
+# -- 1. apt ----------------------------------------------------------------------------------------------------
+if [ "$APT" = 1 ]; then
+    pkgs=(python3 python3-venv python3-pip libopenblas0)
+    [ -z "$SOURCE" ] || pkgs+=(cmake gcc libc6-dev libopenblas-dev)
+    missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        run apt-get update -qq || die "$E_STEP" "apt-get update failed (network? /etc/apt/sources.list?)"
+        run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+            || die "$E_STEP" "apt-get install ${missing[*]} failed"
+    else
+        note "apt: ${pkgs[*]} already installed"
+    fi
+fi
+
+# -- 2. user ---------------------------------------------------------------------------------------------------
+if [ "$USERADD" = 1 ]; then
+    if getent passwd "$USER_NAME" >/dev/null || { [ -n "$ROOT" ] && grep -q "^$USER_NAME:" "$R/etc/passwd" 2>/dev/null; }; then
+        note "user $USER_NAME exists"
+    else
+        run useradd ${ROOT:+--root "$ROOT"} --system --user-group --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "PruneFL-Edge agent" "$USER_NAME" \
+            || die "$E_STEP" "useradd $USER_NAME failed"
+    fi
+fi
+
+# -- 3. directories --------------------------------------------------------------------------------------------
+run install -d -m 0755 "$R$PREFIX" "$R$UNIT_DIR"
+run install -d -m 0750 "$R$CONF_DIR" "$R$CONF_DIR/tls" "$R$STATE_DIR" "$R$STATE_DIR/data"
+if [ "$CHOWN" = 1 ]; then
+    run chown "root:$USER_NAME" "$R$CONF_DIR" "$R$CONF_DIR/tls"
+    run chown "$USER_NAME:$USER_NAME" "$R$STATE_DIR" "$R$STATE_DIR/data"
+fi
+
+# -- 4. virtualenv and the project -----------------------------------------------------------------------------
+if [ -x "$R$VENV/bin/python" ]; then
+    note "virtualenv $VENV exists"
+else
+    run "$PY" -m venv "$R$VENV" || die "$E_STEP" "python3 -m venv failed: sudo apt-get install python3-venv"
+fi
+if [ "$PIP" = 1 ]; then
+    # from source on the device itself: PF_NATIVE=ON (the default) tunes the C core for this CPU
+    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${WHEEL:-$SOURCE}" \
+        || die "$E_STEP" "pip install failed (output above); from source it needs: sudo apt-get install cmake gcc libc6-dev"
+fi
+
+# -- 5. configuration ------------------------------------------------------------------------------------------
+CONF=$R$CONF_DIR/edge.toml
+if [ -f "$CONF" ]; then
+    note "keeping existing $CONF_DIR/edge.toml"
+    [ -z "$EDGE_ID$FEDERATION$BROKER" ] || note "warning: --edge-id/--federation/--broker ignored: edit $CONF_DIR/edge.toml"
+else
+    sed_args=(-e '')
+    [ -z "$EDGE_ID" ] || sed_args+=(-e "s|^id = \"[^\"]*\"|id = \"$EDGE_ID\"|")
+    [ -z "$FEDERATION" ] || sed_args+=(-e "s|^federation = \"[^\"]*\"|federation = \"$FEDERATION\"|")
+    [ -z "$BROKER" ] || sed_args+=(-e "s|^url = \"[^\"]*\"|url = \"$BROKER\"|")
+    if [ -n "$CREDS" ] && [ ! -f "$CREDS/client.crt" ] && [ -f "$CREDS/password" ]; then   # password login
+        sed_args+=(-e "s|^cert_file = |# cert_file = |" -e "s|^key_file = |# key_file = |"
+                   -e "s|^# username = .*|username = \"${EDGE_ID:-CHANGE-ME}\"|" -e "s|^# password_file = |password_file = |")
+    fi
+    echo "+ write $CONF_DIR/edge.toml from $HERE/edge.toml.example"
+    if [ "$DRY" = 0 ]; then
+        sed "${sed_args[@]}" "$HERE/edge.toml.example" >"$CONF.new"
+        chmod 0640 "$CONF.new"
+        mv "$CONF.new" "$CONF"
+    fi
+    [ "$CHOWN" = 0 ] || run chown "root:$USER_NAME" "$CONF"
+fi
+if [ -n "$CREDS" ]; then
+    for f in ca.crt client.crt; do
+        [ ! -f "$CREDS/$f" ] || run install -m 0644 "$CREDS/$f" "$R$CONF_DIR/tls/$f"
+    done
+    for f in client.key password; do
+        [ ! -f "$CREDS/$f" ] || run install -m 0640 "$CREDS/$f" "$R$CONF_DIR/tls/$f"
+        [ ! -f "$CREDS/$f" ] || [ "$CHOWN" = 0 ] || run chown "root:$USER_NAME" "$R$CONF_DIR/tls/$f"
+    done
+fi
+
+# -- 6. systemd unit -------------------------------------------------------------------------------------------
+UNIT=$R$UNIT_DIR/prunefl-edge.service
+echo "+ write $UNIT_DIR/prunefl-edge.service (venv $VENV)"
+if [ "$DRY" = 0 ]; then
+    sed -e "s|/opt/prunefl-edge/venv/|$VENV/|g" -e "s|file:///opt/prunefl-edge/|file://$PREFIX/|" \
+        "$HERE/systemd/prunefl-edge.service" >"$UNIT.new"
+    chmod 0644 "$UNIT.new"
+    mv "$UNIT.new" "$UNIT"
+fi
+DOCS=$(dirname "$HERE")/docs/DEPLOY.md
+[ ! -f "$DOCS" ] || run install -m 0644 "$DOCS" "$R$PREFIX/DEPLOY.md"
+# growing restart delays need systemd >= 254 (RestartSteps); Debian 12 / Pi OS bookworm has 252
+SYSTEMD_VERSION=${SYSTEMD_VERSION:-$( (systemctl --version 2>/dev/null || true) | awk 'NR == 1 {print $2 + 0}')}
+if [ "${SYSTEMD_VERSION:-0}" -ge 254 ]; then
+    run install -d -m 0755 "$R$UNIT_DIR/prunefl-edge.service.d"
+    run install -m 0644 "$HERE/systemd/backoff.conf" "$R$UNIT_DIR/prunefl-edge.service.d/backoff.conf"
+else
+    note "systemd ${SYSTEMD_VERSION:-unknown} < 254: fixed restart delay (no RestartSteps back-off drop-in)"
+    [ ! -f "$R$UNIT_DIR/prunefl-edge.service.d/backoff.conf" ] || run rm -f "$R$UNIT_DIR/prunefl-edge.service.d/backoff.conf"
+fi
+
+# -- 7. enable and start ---------------------------------------------------------------------------------------
+if [ "$SYSTEMCTL" = 1 ]; then
+    run systemctl daemon-reload || die "$E_STEP" "systemctl daemon-reload failed"
+    run systemctl enable prunefl-edge.service || die "$E_STEP" "systemctl enable prunefl-edge failed"
+    if [ "$START" = 0 ]; then
+        note "enabled, not started (--no-start): sudo systemctl start prunefl-edge"
+    elif { [ -f "$CONF" ] && grep -q '^id = "CHANGE-ME"' "$CONF"; } || { [ ! -f "$CONF" ] && [ -z "$EDGE_ID" ]; }; then
+        note "enabled, not started: set the edge id in $CONF_DIR/edge.toml, then: sudo systemctl restart prunefl-edge"
+    else
+        run systemctl restart prunefl-edge.service \
+            || die "$E_STEP" "systemctl restart prunefl-edge failed: journalctl -u prunefl-edge -n 50"
+        note "started: systemctl status prunefl-edge; journalctl -u prunefl-edge -f"
+    fi
+fi
+if [ "$DRY" = 1 ]; then note "dry run: nothing changed"; else note "done"; fi

@@ -1,0 +1,250 @@
+"""firmware_scripts/: the systemd unit, install.sh and provision_broker.sh's command line, without touching the system.
+
+`systemd-analyze verify` refuses a unit whose ExecStart binary does not exist ("Command ... is not executable"), and
+/opt/prunefl-edge/venv/bin/prunefl-edge exists only on an installed Pi, so the unit is verified as a copy whose
+ExecStart names a stub executable in a tmp directory; every other line is the shipped unit's. install.sh runs with
+`--root TMP` (DESTDIR-style) and without apt, useradd, pip and systemctl, so only the files it lays down are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FW = ROOT / "firmware_scripts"
+UNIT = FW / "systemd" / "prunefl-edge.service"
+INSTALL = FW / "install.sh"
+PROVISION = FW / "provision_broker.sh"
+SCRIPTS = [INSTALL, PROVISION]
+VENV_EXEC = "/opt/prunefl-edge/venv/bin/prunefl-edge"
+
+
+def systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[1])
+
+
+def need_systemd_analyze() -> str:
+    exe = shutil.which("systemd-analyze")
+    assert exe, "systemd-analyze is missing: sudo apt-get install systemd"
+    return exe
+
+
+def verifiable_copy(tmp_path: Path, unit_text: str, name: str = "prunefl-edge.service") -> Path:
+    stub = tmp_path / "bin" / "prunefl-edge"
+    stub.parent.mkdir(parents=True, exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    assert VENV_EXEC in unit_text
+    unit = tmp_path / name
+    unit.write_text(unit_text.replace(VENV_EXEC, str(stub)))
+    return unit
+
+
+def verify(*units: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([need_systemd_analyze(), "verify", *map(str, units)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def run(script: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+# -- the unit ---------------------------------------------------------------------------------------------------
+def test_unit_passes_systemd_analyze_verify_without_warnings(tmp_path: Path) -> None:
+    unit = verifiable_copy(tmp_path, UNIT.read_text())
+    r = verify(unit)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert unit.name not in out, f"systemd-analyze warns about the unit:\n{out}"
+
+
+def test_unit_settings() -> None:
+    lines = {line.strip() for line in UNIT.read_text().splitlines()}
+    for want in (f"ExecStart={VENV_EXEC} start --config /etc/prunefl-edge/edge.toml", "User=prunefl", "Group=prunefl",
+                 "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                 "PrivateTmp=yes", "ReadWritePaths=/var/lib/prunefl-edge", "StateDirectory=prunefl-edge",
+                 "StandardOutput=journal", "KillSignal=SIGTERM", "WantedBy=multi-user.target"):
+        assert want in lines, want
+    for key in ("RestartSec=", "StartLimitIntervalSec=", "StartLimitBurst=", "MemoryMax=", "TimeoutStopSec="):
+        assert any(line.startswith(key) for line in lines), key
+    # keys this systemd (252: Debian 12, Pi OS bookworm) does not know live in the >= 254 drop-in only
+    assert not any(line.startswith(("RestartSteps", "RestartMaxDelaySec")) for line in lines)
+
+
+def test_unit_exposure_is_low(tmp_path: Path) -> None:
+    unit = verifiable_copy(tmp_path, UNIT.read_text())
+    r = subprocess.run([need_systemd_analyze(), "security", "--offline=true", "--no-pager", str(unit)],
+                       capture_output=True, text=True, timeout=120)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= 2.5, r.stdout
+
+
+def test_backoff_dropin(tmp_path: Path) -> None:
+    dropin = (FW / "systemd" / "backoff.conf").read_text()
+    assert "RestartSteps=" in dropin and "RestartMaxDelaySec=" in dropin
+    if systemd_version() >= 254:
+        unit = verifiable_copy(tmp_path, UNIT.read_text() + "\n" + dropin)
+        r = verify(unit)
+        assert r.returncode == 0 and unit.name not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# -- install.sh -------------------------------------------------------------------------------------------------
+OFFLINE = ("--no-apt", "--no-useradd", "--no-systemctl", "--no-pip")
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def provisioned(tmp_path: Path, *extra: str) -> Path:
+    pki = tmp_path / "pki"
+    r = run(PROVISION, "init", "--dir", str(pki), "--federation", "lab", "--edges", "pi-07", *extra)
+    assert r.returncode == 0, r.stderr
+    return pki
+
+
+def test_install_lays_down_files(tmp_path: Path) -> None:
+    pki = provisioned(tmp_path)
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), *OFFLINE, "--edge-id", "pi-07", "--federation", "lab",
+            "--broker", "mqtts://broker.lan:8883", "--credentials", str(pki / "clients" / "pi-07"),
+            env={"SYSTEMD_VERSION": "252"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    conf = root / "etc/prunefl-edge/edge.toml"
+    cfg = tomllib.loads(conf.read_text())
+    assert cfg["edge"]["id"] == "pi-07" and cfg["edge"]["federation"] == "lab"
+    assert cfg["broker"]["url"] == "mqtts://broker.lan:8883"
+    assert mode(conf) == 0o640
+    tls = root / "etc/prunefl-edge/tls"
+    assert (tls / "client.crt").read_bytes() == (pki / "clients/pi-07/client.crt").read_bytes()
+    assert mode(tls / "client.key") == 0o640 and mode(tls) == 0o750
+    for d in ("var/lib/prunefl-edge", "var/lib/prunefl-edge/data", "etc/prunefl-edge"):
+        assert mode(root / d) == 0o750, d
+    assert (root / "opt/prunefl-edge/venv/bin/python").exists()
+    unit = root / "etc/systemd/system/prunefl-edge.service"
+    assert unit.read_text() == UNIT.read_text()
+    assert not (root / "etc/systemd/system/prunefl-edge.service.d/backoff.conf").exists()
+
+    # idempotent: a second run keeps an edited config, refreshes credentials, adds the drop-in on systemd >= 254
+    conf.write_text(conf.read_text().replace("threads = 4", "threads = 3"))
+    r = run(INSTALL, "--root", str(root), *OFFLINE, "--edge-id", "other", "--credentials",
+            str(pki / "clients" / "pi-07"), env={"SYSTEMD_VERSION": "256"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "keeping existing" in r.stdout and "ignored" in r.stdout
+    assert tomllib.loads(conf.read_text())["edge"] == {**cfg["edge"], "threads": 3}
+    assert (root / "etc/systemd/system/prunefl-edge.service.d/backoff.conf").exists()
+
+
+def test_install_prefix_rewrites_the_unit(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), "--prefix", "/srv/pf", *OFFLINE)
+    assert r.returncode == 0, r.stdout + r.stderr
+    unit = (root / "etc/systemd/system/prunefl-edge.service").read_text()
+    assert "ExecStart=/srv/pf/venv/bin/prunefl-edge start --config /etc/prunefl-edge/edge.toml" in unit
+    assert (root / "srv/pf/venv/bin/python").exists()
+    assert tomllib.loads((root / "etc/prunefl-edge/edge.toml").read_text())["edge"]["id"] == "CHANGE-ME"
+
+
+def test_install_password_credentials_switch_the_config(tmp_path: Path) -> None:
+    if not shutil.which("mosquitto_passwd"):
+        pytest.fail("mosquitto_passwd is not installed: sudo apt-get install mosquitto")
+    pki = provisioned(tmp_path, "--auth", "password")
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), *OFFLINE, "--edge-id", "pi-07", "--credentials",
+            str(pki / "clients" / "pi-07"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    broker = tomllib.loads((root / "etc/prunefl-edge/edge.toml").read_text())["broker"]
+    assert broker["username"] == "pi-07" and broker["password_file"] == "/etc/prunefl-edge/tls/password"
+    assert "cert_file" not in broker and "key_file" not in broker
+    assert mode(root / "etc/prunefl-edge/tls/password") == 0o640
+
+
+def test_install_dry_run_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), "--dry-run", "--no-apt", "--no-useradd")
+    assert r.returncode == 0, r.stderr
+    assert "pip install" in r.stdout and "systemctl enable" in r.stdout and "not started" in r.stdout
+    assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["--help"], 0), (["--bogus"], 2), (["--prefix", "relative"], 2), (["--edge-id", "a/b"], 2),
+    (["--broker", "http://x"], 2), (["--wheel", "/nonexistent.whl"], 3), (["--source", "/"], 3),
+    (["--credentials", "/nonexistent"], 3)])
+def test_install_command_line(tmp_path: Path, args: list[str], code: int) -> None:
+    r = run(INSTALL, "--root", str(tmp_path / "root"), *OFFLINE, *args)
+    assert r.returncode == code, r.stdout + r.stderr
+    if code:
+        assert "error:" in r.stderr
+
+
+# -- provision_broker.sh command line ---------------------------------------------------------------------------
+def test_provision_command_line(tmp_path: Path) -> None:
+    d = str(tmp_path / "pki")
+    assert run(PROVISION, "--help").returncode == 0
+    assert run(PROVISION, "bogus").returncode == 2
+    assert run(PROVISION, "add-edge", "--dir", d, "pi-1").returncode == 3          # not initialised
+    assert run(PROVISION, "init", "--dir", d, "--federation", "a/b").returncode == 2
+    assert run(PROVISION, "init", "--dir", d, "--federation", "lab", "--edges", "pi+1").returncode == 2
+    assert run(PROVISION, "init", "--dir", d, "--federation", "lab", "--edges", "coordinator").returncode == 2
+    r = run(PROVISION, "init", "--dir", d, "--federation", "lab", "--edges", "pi-1", "--host", "broker.lan",
+            "--ip", "10.0.0.2")
+    assert r.returncode == 0, r.stderr
+    assert run(PROVISION, "init", "--dir", d, "--federation", "lab").returncode == 3  # no --force
+    san = subprocess.run(["openssl", "x509", "-in", f"{d}/broker/server.crt", "-noout", "-ext", "subjectAltName"],
+                         capture_output=True, text=True, check=True).stdout
+    for name in ("DNS:broker.lan", "IP Address:10.0.0.2", "DNS:localhost", "IP Address:127.0.0.1"):
+        assert name in san
+    cn = subprocess.run(["openssl", "x509", "-in", f"{d}/clients/pi-1/client.crt", "-noout", "-subject"],
+                        capture_output=True, text=True, check=True).stdout
+    assert "CN = pi-1" in cn or "CN=pi-1" in cn
+    assert run(PROVISION, "add-edge", "--dir", d, "pi-1", "pi-2").returncode == 0   # pi-1 again: a no-op
+    acl = Path(d, "broker", "acl").read_text()
+    assert acl.count("user pi-1\n") == 1 and "topic read prunefl/lab/edge/pi-2/task" in acl
+    old = Path(d, "clients/pi-2/client.crt").read_bytes()
+    assert run(PROVISION, "rotate-edge", "--dir", d, "pi-2").returncode == 0
+    assert Path(d, "clients/pi-2/client.crt").read_bytes() != old
+    assert run(PROVISION, "rotate-edge", "--dir", d, "pi-9").returncode == 3
+    assert run(PROVISION, "revoke-edge", "--dir", d, "pi-1").returncode == 0
+    assert "user pi-1\n" not in Path(d, "broker", "acl").read_text()
+    listing = run(PROVISION, "list", "--dir", d).stdout
+    assert "edge pi-2" in listing and "edge pi-1" not in listing
+
+
+# -- shell hygiene ----------------------------------------------------------------------------------------------
+def shellcheck_required() -> bool:
+    """Once .ci/setup.sh installs shellcheck, a missing shellcheck fails this test instead of falling back."""
+    return "shellcheck" in (ROOT / ".ci" / "setup.sh").read_text()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts(script: Path) -> None:
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if shutil.which("shellcheck"):
+        r = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
+    else:
+        assert not shellcheck_required(), "shellcheck is missing: sudo apt-get install shellcheck (make deps)"
+
+
+def test_edge_toml_example() -> None:
+    cfg = tomllib.loads((FW / "edge.toml.example").read_text())
+    assert cfg["edge"]["id"] == "CHANGE-ME"
+    assert cfg["broker"]["url"].startswith("mqtts://")
+    assert {"ca_file", "cert_file", "key_file"} <= cfg["broker"].keys()
+    assert cfg["data"]["format"] in ("idx", "leaf", "cifar10", "npz")
