@@ -11,7 +11,7 @@ VENV=$(realpath -m "${VENV:-.venv}")
 PYTHON=${PYTHON:-python3}
 DEB_PACKAGES=(cmake ninja-build gcc libc6-dev libopenblas-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
               gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user mosquitto mosquitto-clients openssl
-              systemd valgrind)
+              systemd valgrind shellcheck)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
@@ -25,7 +25,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 
-need=(cmake gcc aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm mosquitto openssl)
+need=(cmake gcc aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm mosquitto openssl shellcheck)
 for tool in "${need[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
         echo "setup: '$tool' is missing. Install the Debian packages: sudo apt-get install ${DEB_PACKAGES[*]}" >&2

@@ -166,11 +166,11 @@ check_settings() {
     for n in "$PORT" "$DAYS" "$CRL_DAYS" "$MAX_PACKET" ${PLAIN_PORT:+"$PLAIN_PORT"}; do
         [[ $n =~ ^[1-9][0-9]*$ ]] || die "$E_USAGE" "'$n' is not a positive integer"
     done
-    [ "$PORT" -le 65535 ] && [ "${PLAIN_PORT:-1}" -le 65535 ] || die "$E_USAGE" "ports must be <= 65535"
+    if [ "$PORT" -gt 65535 ] || [ "${PLAIN_PORT:-1}" -gt 65535 ]; then die "$E_USAGE" "ports must be <= 65535"; fi
     [ "$PORT" != "$PLAIN_PORT" ] || die "$E_USAGE" "--plain-loopback-port must differ from --port"
 }
 
-active_edges() { [ -f "$DIR/edges.txt" ] && grep -v '^[[:space:]]*$' "$DIR/edges.txt" || true; }
+active_edges() { if [ -f "$DIR/edges.txt" ]; then grep -v '^[[:space:]]*$' "$DIR/edges.txt" || true; fi; }
 is_active() { active_edges | grep -qxF -- "$1"; }
 
 # ---------------------------------------------------------------------------------------------------------------
