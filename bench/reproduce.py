@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="run directories and report (default bench/results/reproduce[-quick])")
     ap.add_argument("--json", help="write the summary JSON here")
+    ap.add_argument("--engine-profile", help="a profile of this machine (prunefl-edge profile --model conv2 "
+                    "--classes 10): its dense/sparse switch-over densities speed up the simulation's wall time")
     ap.add_argument("--engine", choices=("c", "torch"), default="c",
                     help="c: our C core (default); torch: the PyTorch stand-in of tests/ (cross-check only)")
     args = ap.parse_args(argv)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                       rounds=rounds, clients_per_round=10, lr=0.25, local_steps=5, batch_size=20,
                       eval_every=4 if args.quick else 10, reconfig_interval=10 if args.quick else 50,
                       ip_max_passes=40 if args.quick else 1000, profile="pi4-reference", seed=args.seed,
-                      threads=args.threads, report=False, export_onnx=False)
+                      threads=args.threads, report=False, export_onnx=False, engine_profile=args.engine_profile)
     factories: dict[str, Any] = {}
     if args.engine == "torch":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -67,6 +67,7 @@ class SimOptions:
     ip_max_passes: int = 1000
     mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
     profile: str = "pi4-reference"
+    engine_profile: str | None = None  # a profile measured on THIS machine: its switch-over densities are used
     seed: int = 0
     threads: int = 1
     out: str | None = None
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--profile", help=f"device profile: pi4-reference or a JSON file from `prunefl-edge profile` "
                                      f"(default {d.profile})")
+    g.add_argument("--engine-profile", help="a profile measured on this machine (`prunefl-edge profile`) whose "
+                                            "dense/sparse switch-over densities the simulated clients use (wall "
+                                            "time only; simulated time comes from --profile)")
     g.add_argument("--seed", type=int, help=f"(default {d.seed})")
     g.add_argument("--threads", type=int, help=f"C core threads per network (default {d.threads})")
     g.add_argument("--out", help="output directory (metrics.jsonl, final model, report); default: none")
@@ -236,6 +240,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     try:
         profile = load_profile(opts.profile)
         time_model = TimeModel.from_profile(profile, spec, opts.local_steps)
+        thresholds = sparse_thresholds(load_profile(opts.engine_profile) if opts.engine_profile else profile, spec)
     except ProfileError as e:
         raise UsageError(str(e)) from e
     net_factory = net_factory or engine_factory(opts.threads)
@@ -261,7 +266,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
                        local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every)
     coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
                              net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round,
-                             sparse_thresholds=sparse_thresholds(profile, spec))
+                             sparse_thresholds=thresholds)
     try:
         coord.run()
     finally:
