@@ -28,16 +28,21 @@ from prunefl_edge.model_spec import (
 
 log = logging.getLogger(__name__)
 
+_INT32_MAX = 2**31 - 1
+
 _KIND = {Linear: 1, Conv2d: 2, MaxPool2d: 3, ReLU: 4, Flatten: 5}
 _STATUS = {0: "PF_OK", -1: "PF_ERR_NULL", -2: "PF_ERR_ARG", -3: "PF_ERR_SHAPE", -4: "PF_ERR_NOMEM",
            -5: "PF_ERR_STATE", -6: "PF_ERR_INTERNAL"}
 
 
 class EngineError(RuntimeError):
-    """A call into the C core failed; ``status`` is the C status name, the message the core's own."""
+    """A call into the C core failed: ``status`` is the C status name (``"PF_ERR_ARG"``), ``code`` its value,
+    ``c_message`` the core's own message."""
 
     def __init__(self, status: int, message: str) -> None:
+        self.code = status
         self.status = _STATUS.get(status, str(status))
+        self.c_message = message
         super().__init__(f"{message} [{self.status}]")
 
 
@@ -59,6 +64,17 @@ class EvalResult:
     loss: float
     accuracy: float
     n: int
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter tensor as the C core built it."""
+
+    name: str  # "<layer>.weight" / "<layer>.bias", as in ModelSpec.param_shapes()
+    layer: int
+    is_weight: bool  # prunable, has a mask
+    shape: tuple[int, ...]
+    size: int
 
 
 @dataclass(frozen=True)
@@ -119,25 +135,33 @@ class Network:
         self._last_batch = 0
         self._check_shapes()
         self.set_threads(threads)
+        log.debug("built %s: %d layers, %d parameters, %d threads (%s)", spec.name, len(spec.layers),
+                  spec.num_parameters, threads, self._n.path)
 
     # ---- plumbing -------------------------------------------------------------------------------------
+    @property
+    def _h(self) -> Any:
+        """The C handle; a closed network is a state error, not a crash."""
+        if self._net is None:
+            raise EngineError(-5, f"network {self.spec.name!r} is closed")
+        return self._net
+
     def _call(self, st: int) -> None:
         if st != 0:
-            raise EngineError(st, self._n.ffi.string(self._n.lib.pf_net_last_error(self._net)).decode())
+            raise EngineError(st, self._n.ffi.string(self._n.lib.pf_net_last_error(self._h)).decode())
 
     def _ptr(self, ctype: str, arr: np.ndarray) -> Any:
         return self._n.ffi.from_buffer(ctype, arr)
 
     def _check_shapes(self) -> None:
-        info = self._n.ffi.new("pf_param_info *")
         count = self._n.ffi.new("int32_t *")
-        self._call(self._n.lib.pf_net_num_params(self._net, count))
+        self._call(self._n.lib.pf_net_num_params(self._h, count))
         if count[0] != len(self.param_shapes):
             raise EngineError(-6, f"core has {count[0]} parameters, spec {len(self.param_shapes)}")
         for i, p in enumerate(self.param_shapes):
-            self._call(self._n.lib.pf_net_param_info(self._net, i, info))
-            if tuple(info.shape[0 : info.ndim]) != p.shape:
-                raise EngineError(-6, f"parameter {p.name}: core shape {tuple(info.shape[0 : info.ndim])} != {p.shape}")
+            info = self.param_info(i)
+            if info.shape != p.shape or info.layer != p.layer or info.is_weight != p.prunable:
+                raise EngineError(-6, f"parameter {p.name}: core has {info}, spec {p}")
 
     def close(self) -> None:
         """Free the C network now (it is freed on garbage collection otherwise)."""
@@ -153,15 +177,23 @@ class Network:
 
     # ---- configuration ---------------------------------------------------------------------------------
     def set_threads(self, threads: int) -> None:
-        self._call(self._n.lib.pf_net_set_threads(self._net, int(threads)))
+        self._call(self._n.lib.pf_net_set_threads(self._h, int(threads)))
 
     def set_sparse_threshold(self, layer: int, density: float) -> None:
         """The layer runs its sparse kernels when its density is at or below ``density``."""
-        self._call(self._n.lib.pf_net_set_sparse_threshold(self._net, int(layer), float(density)))
+        self._call(self._n.lib.pf_net_set_sparse_threshold(self._h, int(layer), float(density)))
+
+    def param_info(self, param: int) -> ParamInfo:
+        if not 0 <= param < len(self.param_shapes):
+            raise IndexError(f"parameter {param} out of range (the network has {len(self.param_shapes)})")
+        i = self._n.ffi.new("pf_param_info *")
+        self._call(self._n.lib.pf_net_param_info(self._h, int(param), i))
+        return ParamInfo(self.param_shapes[param].name, int(i.layer), bool(i.is_weight), tuple(i.shape[0 : i.ndim]),
+                         int(i.size))
 
     def layer_info(self, layer: int) -> LayerInfo:
         i = self._n.ffi.new("pf_layer_info *")
-        self._call(self._n.lib.pf_net_layer_info(self._net, int(layer), i))
+        self._call(self._n.lib.pf_net_layer_info(self._h, int(layer), i))
         kind = {v: k.__name__ for k, v in _KIND.items()}[i.kind]
         return LayerInfo(kind, tuple(i.in_shape), tuple(i.out_shape), i.weight_param, i.bias_param, int(i.kept),
                          float(i.density), float(i.sparse_threshold), bool(i.is_sparse))
@@ -174,7 +206,7 @@ class Network:
     def get_param(self, i: int) -> np.ndarray:
         p = self.param_shapes[i]
         out = np.empty(p.shape, np.float32)
-        self._call(self._n.lib.pf_net_get_param(self._net, i, self._ptr("float[]", out), out.size))
+        self._call(self._n.lib.pf_net_get_param(self._h, i, self._ptr("float[]", out), out.size))
         return out
 
     def set_param(self, i: int, value: np.ndarray) -> None:
@@ -182,7 +214,7 @@ class Network:
         arr = np.ascontiguousarray(value, dtype=np.float32)
         if arr.shape != p.shape:
             raise ValueError(f"parameter {p.name}: expected shape {p.shape}, got {arr.shape}")
-        self._call(self._n.lib.pf_net_set_param(self._net, i, self._ptr("float[]", arr), arr.size))
+        self._call(self._n.lib.pf_net_set_param(self._h, i, self._ptr("float[]", arr), arr.size))
 
     def get_weights(self) -> list[np.ndarray]:
         return [self.get_param(i) for i in range(len(self.param_shapes))]
@@ -197,25 +229,32 @@ class Network:
         out = {}
         for i in self.weight_params:
             m = np.empty(self.param_shapes[i].shape, np.uint8)
-            self._call(self._n.lib.pf_net_get_mask(self._net, i, self._ptr("uint8_t[]", m), m.size))
+            self._call(self._n.lib.pf_net_get_mask(self._h, i, self._ptr("uint8_t[]", m), m.size))
             out[i] = m.astype(bool)
         return out
 
     def set_masks(self, masks: Mapping[int, np.ndarray]) -> None:
-        """Pruned weights become zero with zero momentum; newly kept ones start at zero (set them after)."""
+        """Pruned weights become zero with zero momentum; newly kept ones start at zero (set them after).
+
+        A mask is a bool array (or numbers: nonzero = kept) of the weight's shape. All masks are checked before
+        any is applied, so a bad one leaves the network unchanged."""
+        checked: list[tuple[int, np.ndarray]] = []
         for i, mask in masks.items():
             if i not in self.weight_params:
                 raise ValueError(f"parameter {i} is not a prunable weight (weights: {self.weight_params})")
-            m = np.ascontiguousarray(mask).astype(np.uint8, copy=False)
-            if m.shape != self.param_shapes[i].shape:
+            arr = np.asarray(mask)
+            if arr.shape != self.param_shapes[i].shape:
                 raise ValueError(f"mask of {self.param_shapes[i].name}: expected {self.param_shapes[i].shape}, "
-                                 f"got {m.shape}")
-            if m.size and m.max() > 1:
-                m = (m != 0).astype(np.uint8)
-            self._call(self._n.lib.pf_net_set_mask(self._net, i, self._ptr("uint8_t[]", m), m.size))
+                                 f"got {arr.shape}")
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"mask of {self.param_shapes[i].name}: expected bools, got dtype {arr.dtype}")
+            m = arr.view(np.uint8) if arr.dtype == np.bool_ else (arr != 0)
+            checked.append((i, np.ascontiguousarray(m, dtype=np.uint8)))
+        for i, m in checked:
+            self._call(self._n.lib.pf_net_set_mask(self._h, i, self._ptr("uint8_t[]", m), m.size))
 
     def reset_momentum(self) -> None:
-        self._call(self._n.lib.pf_net_reset_momentum(self._net))
+        self._call(self._n.lib.pf_net_reset_momentum(self._h))
 
     def init_weights(self, seed: int = 0) -> None:
         """PyTorch's default initialisation: weights and biases uniform in +-1/sqrt(fan_in)."""
@@ -232,25 +271,41 @@ class Network:
 
     # ---- batches -------------------------------------------------------------------------------------------
     def _x(self, x: np.ndarray) -> np.ndarray:
-        arr = np.ascontiguousarray(x, dtype=np.float32)
-        if arr.ndim == 0 or arr.size != arr.shape[0] * self._in_size or arr.shape[0] == 0:
+        """The batch as C-contiguous float32 (batch, in_size), copied only when it is not that already."""
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"input must be real numbers (float32 preferably), got dtype {arr.dtype}")
+        per_sample = arr.shape[1:]
+        if arr.ndim < 2 or arr.shape[0] == 0 or per_sample not in (tuple(self.spec.input_shape), (self._in_size,)):
             raise ValueError(f"input must be (batch, {', '.join(map(str, self.spec.input_shape))}) or "
-                             f"(batch, {self._in_size}); got shape {arr.shape}")
-        return arr
+                             f"(batch, {self._in_size}) with batch >= 1; got shape {arr.shape}")
+        if arr.shape[0] > _INT32_MAX:
+            raise ValueError(f"batch of {arr.shape[0]} samples is too large for one call")
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _y(self, y: np.ndarray, batch: int) -> np.ndarray:
-        arr = np.ascontiguousarray(y)
+        """Labels as C-contiguous int32 (batch,); their range against the classes is checked by the core."""
+        arr = np.asarray(y)
         if arr.shape != (batch,):
             raise ValueError(f"labels must have shape ({batch},), got {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"labels must be integers, got {arr.dtype}")
-        return arr.astype(np.int32, copy=False)
+        if arr.dtype.itemsize > 4 or arr.dtype == np.uint32:
+            if arr.size and (arr.min() < -_INT32_MAX or arr.max() > _INT32_MAX):
+                raise ValueError(f"labels outside the int32 range (min {arr.min()}, max {arr.max()})")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    @staticmethod
+    def _batch_size(batch_size: int) -> int:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return int(batch_size)
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         xa = self._x(x)
         ya = self._y(y, xa.shape[0])
         loss, correct = self._n.ffi.new("float *"), self._n.ffi.new("int32_t *")
-        self._call(self._n.lib.pf_net_forward_backward(self._net, self._ptr("float[]", xa),
+        self._call(self._n.lib.pf_net_forward_backward(self._h, self._ptr("float[]", xa),
                                                        self._ptr("int32_t[]", ya), xa.shape[0], loss, correct))
         self._last_batch = xa.shape[0]
         return StepResult(float(loss[0]), int(correct[0]))
@@ -260,22 +315,24 @@ class Network:
                                                    "weight_decay": cfg.weight_decay})
 
     def sgd_step(self, cfg: SGDConfig) -> None:
-        self._call(self._n.lib.pf_net_sgd_step(self._net, self._sgd(cfg)))
+        self._call(self._n.lib.pf_net_sgd_step(self._h, self._sgd(cfg)))
 
     def train_step(self, x: np.ndarray, y: np.ndarray, cfg: SGDConfig) -> StepResult:
         xa = self._x(x)
         ya = self._y(y, xa.shape[0])
         loss, correct = self._n.ffi.new("float *"), self._n.ffi.new("int32_t *")
-        self._call(self._n.lib.pf_net_train_step(self._net, self._ptr("float[]", xa), self._ptr("int32_t[]", ya),
+        self._call(self._n.lib.pf_net_train_step(self._h, self._ptr("float[]", xa), self._ptr("int32_t[]", ya),
                                                  xa.shape[0], self._sgd(cfg), loss, correct))
+        self._last_batch = xa.shape[0]  # input_grad() reads the gradient of this step's batch
         return StepResult(float(loss[0]), int(correct[0]))
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         xa = self._x(x)
+        batch_size = self._batch_size(batch_size)
         out = np.empty((xa.shape[0], self._num_classes), np.float32)
         for s in range(0, xa.shape[0], batch_size):
             xb, ob = xa[s: s + batch_size], out[s: s + batch_size]
-            self._call(self._n.lib.pf_net_forward(self._net, self._ptr("float[]", xb), self._n.ffi.NULL,
+            self._call(self._n.lib.pf_net_forward(self._h, self._ptr("float[]", xb), self._n.ffi.NULL,
                                                   xb.shape[0], self._ptr("float[]", ob), self._n.ffi.NULL,
                                                   self._n.ffi.NULL))
         return out
@@ -284,10 +341,11 @@ class Network:
         xa = self._x(x)
         ya = self._y(y, xa.shape[0])
         loss, correct = self._n.ffi.new("float *"), self._n.ffi.new("int32_t *")
+        batch_size = self._batch_size(batch_size)
         total_loss, total_correct = 0.0, 0
         for s in range(0, xa.shape[0], batch_size):
             xb, yb = xa[s: s + batch_size], ya[s: s + batch_size]
-            self._call(self._n.lib.pf_net_forward(self._net, self._ptr("float[]", xb), self._ptr("int32_t[]", yb),
+            self._call(self._n.lib.pf_net_forward(self._h, self._ptr("float[]", xb), self._ptr("int32_t[]", yb),
                                                   xb.shape[0], self._n.ffi.NULL, loss, correct))
             total_loss += float(loss[0]) * xb.shape[0]
             total_correct += int(correct[0])
@@ -300,30 +358,30 @@ class Network:
         out = []
         for i, p in enumerate(self.param_shapes):
             g = np.empty(p.shape, np.float32)
-            self._call(self._n.lib.pf_net_get_grad(self._net, i, self._ptr("float[]", g), g.size))
+            self._call(self._n.lib.pf_net_get_grad(self._h, i, self._ptr("float[]", g), g.size))
             out.append(g)
         return out
 
     def enable_input_grad(self, enabled: bool = True) -> None:
-        self._call(self._n.lib.pf_net_set_input_grad(self._net, int(enabled)))
+        self._call(self._n.lib.pf_net_set_input_grad(self._h, int(enabled)))
 
     def input_grad(self) -> np.ndarray:
         """d(loss)/d(input) of the last forward_backward, (batch, C, H, W) (needs enable_input_grad)."""
         g = np.empty((self._last_batch, *self.spec.input_shape), np.float32)
-        self._call(self._n.lib.pf_net_get_input_grad(self._net, self._ptr("float[]", g), g.size))
+        self._call(self._n.lib.pf_net_get_input_grad(self._h, self._ptr("float[]", g), g.size))
         return g
 
     def set_importance(self, enabled: bool) -> None:
         """While on, every forward_backward adds the dense gradient of every parameter to its sum."""
-        self._call(self._n.lib.pf_net_set_importance(self._net, int(enabled)))
+        self._call(self._n.lib.pf_net_set_importance(self._h, int(enabled)))
 
     def grad_sums(self) -> list[np.ndarray]:
         out = []
         for i, p in enumerate(self.param_shapes):
             g = np.empty(p.shape, np.float32)
-            self._call(self._n.lib.pf_net_get_grad_sum(self._net, i, self._ptr("float[]", g), g.size))
+            self._call(self._n.lib.pf_net_get_grad_sum(self._h, i, self._ptr("float[]", g), g.size))
             out.append(g)
         return out
 
     def reset_grad_sums(self) -> None:
-        self._call(self._n.lib.pf_net_reset_grad_sums(self._net))
+        self._call(self._n.lib.pf_net_reset_grad_sums(self._h))

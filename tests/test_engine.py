@@ -87,6 +87,57 @@ def test_python_side_validation(net: Network) -> None:
         net.set_param(0, np.zeros((3, 2, 3), np.float32))
     with pytest.raises(ValueError, match="not a prunable weight"):
         net.set_masks({1: np.ones(3, bool)})
+    with pytest.raises(ValueError, match="input must be"):  # right size per sample, wrong layout
+        net.forward_backward(x.reshape(5, 6, 12), y)
+    with pytest.raises(ValueError, match="real numbers"):
+        net.forward_backward(x.astype(np.complex64), y)
+    with pytest.raises(ValueError, match="int32 range"):
+        net.forward_backward(x, np.full(5, 2**32, np.int64))
+    with pytest.raises(ValueError, match="batch_size"):
+        net.evaluate(x, y, batch_size=0)
+    net.forward_backward(x.reshape(5, -1), y)  # a flat batch is fine
+
+
+def test_wrong_mask_sizes_leave_the_masks_unchanged(net: Network) -> None:
+    before = net.get_masks()
+    good = {0: np.zeros(net.param_shapes[0].shape, bool)}
+    with pytest.raises(ValueError, match=r"mask of 4.weight: expected \(4, 27\), got \(4, 28\)"):
+        net.set_masks({**good, 2: np.ones((4, 28), bool)})
+    for i, m in net.get_masks().items():
+        np.testing.assert_array_equal(m, before[i], err_msg="a rejected set_masks changed a mask")
+    # the core checks sizes itself too: a raw call with the wrong length is PF_ERR_SHAPE with its message
+    ffi, lib = net._n.ffi, net._n.lib
+    buf = np.ones(10, np.uint8)
+    with pytest.raises(EngineError, match=r"PF_ERR_SHAPE") as err:
+        net._call(lib.pf_net_set_mask(net._h, 0, ffi.from_buffer("uint8_t[]", buf), buf.size))
+    assert err.value.status == "PF_ERR_SHAPE" and err.value.code == -3 and err.value.c_message
+
+
+def test_numeric_masks_mean_nonzero_is_kept(net: Network) -> None:
+    shape = net.param_shapes[0].shape
+    values = np.random.default_rng(2).choice([0.0, 0.5, 2.0, 256.0], size=shape)
+    net.set_masks({0: values})
+    np.testing.assert_array_equal(net.get_masks()[0], values != 0)
+
+
+def test_param_info_matches_the_spec(net: Network) -> None:
+    for i, p in enumerate(net.param_shapes):
+        info = net.param_info(i)
+        assert (info.name, info.layer, info.shape, info.size, info.is_weight) == (p.name, p.layer, p.shape, p.size,
+                                                                                 p.prunable)
+    info = net.layer_info(0)
+    assert (info.kind, info.in_shape, info.out_shape, info.weight_param, info.bias_param) == (
+        "Conv2d", (2, 6, 6), (3, 6, 6), 0, 1)
+
+
+def test_input_grad_follows_the_last_batch(net: Network) -> None:
+    x, y = data(5)
+    net.enable_input_grad(True)
+    net.forward_backward(x, y)
+    assert net.input_grad().shape == (5, 2, 6, 6)
+    net.train_step(x[:3], y[:3], SGDConfig(0.1))
+    g = net.input_grad()
+    assert g.shape == (3, 2, 6, 6) and np.any(g != 0)
 
 
 def test_bad_spec_is_rejected_with_the_layer() -> None:
@@ -124,3 +175,20 @@ def test_close_is_idempotent_and_context_manager() -> None:
     with Network(SPEC) as n:
         n.init_weights(0)
     n.close()
+    with pytest.raises(EngineError, match="closed"):
+        n.get_weights()
+
+
+def test_init_weights_is_pytorch_default_uniform() -> None:
+    spec = ModelSpec((1, 1, 1), (Flatten(), Linear(400), ReLU(), Linear(300)))
+    n = Network(spec)
+    n.init_weights(7)
+    for w, p in zip(n.get_weights(), n.param_shapes):
+        fan_in = 1 if p.layer == 1 else 400
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound, p.name
+        assert abs(float(w.mean())) < 0.1 * bound and float(w.std()) == pytest.approx(bound / np.sqrt(3), rel=0.05)
+    again = Network(spec)
+    again.init_weights(7)
+    for a, b in zip(n.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
