@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 VENV=$(realpath -m "${VENV:-.venv}")
 PYTHON=${PYTHON:-python3}
-DEB_PACKAGES=(cmake ninja-build gcc libc6-dev libopenblas-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+DEB_PACKAGES=(python3 python3-venv cmake ninja-build gcc libc6-dev libopenblas-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
               gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user mosquitto mosquitto-clients openssl
               systemd valgrind shellcheck)
 
@@ -33,11 +33,15 @@ for tool in "${need[@]}"; do
     fi
 done
 
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup: $PYTHON is missing or older than Python 3.11 (set PYTHON=python3.11 or newer)" >&2
+    exit 1
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | sed "/^WARNING: Location/d"
 # PyTorch first and pinned: the CPU build of 2.13.0 is the reference of the tests (never a runtime dependency);
 # installing it before anything else keeps any other package from pulling a different build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" 2>&1 | sed "/^WARNING: Location/d"
