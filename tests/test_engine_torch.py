@@ -19,6 +19,7 @@ CONV2 = ModelSpec(
      MaxPool2d((2, 2)), Flatten(), Linear(2048), ReLU(), Linear(62)),
     name="conv2",
 )
+assert CONV2.num_parameters == 6_603_710  # PruneFL's FEMNIST Conv-2
 MLP = ModelSpec((1, 8, 8), (Flatten(), Linear(48), ReLU(), Linear(32, bias=False), ReLU(), Linear(10)), name="mlp")
 
 
