@@ -5,12 +5,12 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: deps test test-c test-py test-py-asan demo bench clean
+.PHONY: help deps test test-c test-py test-py-asan test-portable demo bench clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   - a PruneFL federation in one process on the bundled MNIST subset (Conv-2)"
-	@echo "make test   - the whole test suite: C (native, ASan+UBSan, aarch64 and armhf under qemu) and Python"
+	@echo "make test   - the whole test suite: C (native, ASan+UBSan, aarch64 and armhf under qemu, portable) and Python"
 	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
 
 deps:
@@ -50,7 +50,17 @@ test-py-asan:
 	    $(PY) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_train_digits.py \
 	    tests/test_onnx.py -k "not torch_exported"
 
-test: deps test-c test-py test-py-asan
+# The portable build (PF_NATIVE=OFF): what `pip install . -C cmake.define.PF_NATIVE=OFF` ships to other CPUs of the
+# same architecture, and what an x86-64 without AVX gets from a native build. Last, so that a failure here does not
+# hide the results of the others.
+test-portable:
+	cmake -S . -B $(BUILD)/portable -DCMAKE_BUILD_TYPE=Release -DPF_NATIVE=OFF >/dev/null
+	cmake --build $(BUILD)/portable -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD)/portable
+	PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/portable/libprunefl.so \
+	    $(PY) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_engine_torch.py tests/test_train_digits.py
+
+test: deps test-c test-py test-py-asan test-portable
 
 demo: deps
 	$(VENV)/bin/prunefl-sim --dataset mnist5k --model conv2 --method prunefl --clients 10 --rounds 60 \
