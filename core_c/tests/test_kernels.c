@@ -297,6 +297,51 @@ static void test_sparse(const pf_kernels *kv, xrng *r, tally t[3]) {
     sparse_case(kv, r, 5, 0, 20, 0.5, 0, t); /* no columns at all */
 }
 
+/* A column's result must not depend on where it sits (strip width, tile, tail): with every column of the dense
+ * operand equal, every output column must be bit-identical. Otherwise a sample's logits change with its place in
+ * the batch, and exact ties (a max-pool window over a constant channel) break differently from PyTorch. */
+static void position_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int64_t N, double density) {
+    csr s = make_csr(r, M, K, density, 0);
+    float *B = falloc((int64_t)K * N), *D = falloc((int64_t)M * N);
+    float *C = falloc((int64_t)M * N), *T = falloc((int64_t)K * N);
+    for (int32_t k = 0; k < K; k++) {
+        const float v = xval(r);
+        for (int64_t n = 0; n < N; n++) B[(int64_t)k * N + n] = v;
+    }
+    for (int32_t m = 0; m < M; m++) {
+        const float v = xval(r);
+        for (int64_t n = 0; n < N; n++) D[(int64_t)m * N + n] = v;
+    }
+    kv->spmm(0, M, N, s.rowptr, s.col, s.val, B, N, C, N);
+    kv->spmm_t(0, K, N, s.colptr, s.row, s.perm, s.val, D, N, T, N);
+    int same_c = 1, same_t = 1;
+    for (int32_t m = 0; m < M; m++)
+        for (int64_t n = 1; n < N; n++) same_c &= C[(int64_t)m * N + n] == C[(int64_t)m * N];
+    for (int32_t k = 0; k < K; k++)
+        for (int64_t n = 1; n < N; n++) same_t &= T[(int64_t)k * N + n] == T[(int64_t)k * N];
+    EXPECT(same_c, "%s spmm M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K, (long long)N);
+    EXPECT(same_t, "%s spmm_t M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K,
+           (long long)N);
+    free(B);
+    free(D);
+    free(C);
+    free(T);
+    free_csr(&s);
+}
+
+static void test_position_invariance(const pf_kernels *kv, xrng *r, tally t[2]) {
+    static const int64_t widths[] = {1, 5, 20, 24, 45, 129, 300, 3920};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+        const int before = failures;
+        position_case(kv, r, 19, 37, widths[i], 0.3);
+        position_case(kv, r, 8, 200, widths[i], 1.0);
+        t[0].cases += 2;
+        t[1].cases += 2;
+        t[0].failed |= failures != before;
+        t[1].failed |= failures != before;
+    }
+}
+
 /* ---- im2col / col2im ------------------------------------------------------------------------------- */
 
 static void test_im2col(const pf_kernels *kv, xrng *r, tally t[2], int trials) {
@@ -351,6 +396,7 @@ int main(void) {
                       {"col2im", 0, 0}};
         test_gemm(kv, &r, &t[0]);
         test_sparse(kv, &r, &t[1]);
+        test_position_invariance(kv, &r, &t[1]);
         test_im2col(kv, &r, &t[4], 300);
         for (int i = 0; i < 6; i++)
             printf("kernels %-8s %-7s %4ld cases vs reference: %s\n", kv->name, t[i].op, t[i].cases,

@@ -1,11 +1,7 @@
 /* gemm_generic.c - dense GEMM in portable C: the packed, cache-blocked driver of gemm_blocked.h with a 6 x 16
  * register tile written in GCC/Clang vector extensions (12 accumulators of 8 floats: AVX2/FMA registers under
  * -march=native, pairs of SSE/NEON registers elsewhere). Used when the build has no BLAS. */
-#if defined(__clang__)
-#pragma clang fp contract(fast)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=fast") /* ISO C mode (-std=c11) would otherwise forbid FMA contraction */
-#endif
+/* built with -ffp-contract=fast (CMakeLists.txt): a*b+c may become one FMA, the same everywhere in the file */
 
 #include <string.h>
 

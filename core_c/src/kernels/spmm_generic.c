@@ -1,17 +1,17 @@
 /* spmm_generic.c - the sparse kernels in portable C, vectorised along N with GCC/Clang vector extensions
- * (AVX2/FMA under -march=native, SSE2 or NEON registers in pairs elsewhere).
+ * (AVX2 under -march=native, SSE2 or NEON registers in pairs elsewhere).
  *
- * SpMM and its transpose keep a strip of an output row in registers (64 columns, then 32, 16, 8, 4, scalar) while
+ * SpMM and its transpose keep a strip of an output row in registers (32 columns, then 16, 8, 4, scalar) while
  * every nonzero of the row streams its dense row through; two accumulator sets take alternate nonzeros so
- * the FMA latency is hidden, and the output is written once, never read. N is cut into tiles so that the
+ * the FMA latency is hidden, and the output is written once, never read. Every strip width sums in the same
+ * order (even nonzeros, odd nonzeros, then the two), so a column's result does not depend on where it sits:
+ * a sample gets the same bits wherever it is in the batch, and exact ties (a max-pool window over a constant
+ * channel) stay ties, as they do in PyTorch. N is cut into tiles so that the
  * dense operand's tile (rows x TILE) stays in L2 while all rows of W pass over it.
  *
  * SDDMM computes four nonzeros of a row at once, so one load of the dense row of A serves four products. */
-#if defined(__clang__)
-#pragma clang fp contract(fast)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=fast") /* ISO C mode (-std=c11) would otherwise forbid FMA contraction */
-#endif
+/* built with -ffp-contract=off (CMakeLists.txt): a*b+c is a rounded product then a rounded sum, in every strip
+ * and tail alike, whatever the compiler's inlining and vectorisation choices. */
 
 #include <assert.h>
 #include <stddef.h>
@@ -48,29 +48,6 @@ static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t
                                const int32_t *restrict perm, const float *restrict val, const float *Bm,
                                int64_t ldb) {
     int64_t j = 0;
-    for (; j + 64 <= n; j += 64) { /* long rows: 4 cache lines of each dense row per pass */
-        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int32_t e = e0; e < e1; e++) {
-            const v8 w = splat8(W_(e));
-            const float *p = ROW_(e);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            a2 += w * ld8(p + 16);
-            a3 += w * ld8(p + 24);
-            a4 += w * ld8(p + 32);
-            a5 += w * ld8(p + 40);
-            a6 += w * ld8(p + 48);
-            a7 += w * ld8(p + 56);
-        }
-        st8(c + j, a0);
-        st8(c + j + 8, a1);
-        st8(c + j + 16, a2);
-        st8(c + j + 24, a3);
-        st8(c + j + 32, a4);
-        st8(c + j + 40, a5);
-        st8(c + j + 48, a6);
-        st8(c + j + 56, a7);
-    }
     for (; j + 32 <= n; j += 32) {
         v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int32_t e = e0;
@@ -119,38 +96,34 @@ static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t
         st8(c + j + 8, a1 + b1);
     }
     for (; j + 8 <= n; j += 8) {
-        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        int32_t e = e0;
-        for (; e + 4 <= e1; e += 4) {
-            a0 += splat8(W_(e)) * ld8(ROW_(e));
-            a1 += splat8(W_(e + 1)) * ld8(ROW_(e + 1));
-            a2 += splat8(W_(e + 2)) * ld8(ROW_(e + 2));
-            a3 += splat8(W_(e + 3)) * ld8(ROW_(e + 3));
-        }
-        for (; e < e1; e++) a0 += splat8(W_(e)) * ld8(ROW_(e));
-        st8(c + j, (a0 + a1) + (a2 + a3));
-    }
-    for (; j + 4 <= n; j += 4) {
-        v4 a0 = splat4(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        int32_t e = e0;
-        for (; e + 4 <= e1; e += 4) {
-            a0 += splat4(W_(e)) * ld4(ROW_(e));
-            a1 += splat4(W_(e + 1)) * ld4(ROW_(e + 1));
-            a2 += splat4(W_(e + 2)) * ld4(ROW_(e + 2));
-            a3 += splat4(W_(e + 3)) * ld4(ROW_(e + 3));
-        }
-        for (; e < e1; e++) a0 += splat4(W_(e)) * ld4(ROW_(e));
-        st4(c + j, (a0 + a1) + (a2 + a3));
-    }
-    for (; j < n; j++) {
-        float s0 = 0.0f, s1 = 0.0f;
+        v8 a0 = splat8(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            s0 += W_(e) * *ROW_(e);
-            s1 += W_(e + 1) * *ROW_(e + 1);
+            a0 += splat8(W_(e)) * ld8(ROW_(e));
+            b0 += splat8(W_(e + 1)) * ld8(ROW_(e + 1));
         }
-        if (e < e1) s0 += W_(e) * *ROW_(e);
-        c[j] = s0 + s1;
+        if (e < e1) a0 += splat8(W_(e)) * ld8(ROW_(e));
+        st8(c + j, a0 + b0);
+    }
+    for (; j + 4 <= n; j += 4) {
+        v4 a0 = splat4(0.0f), b0 = a0;
+        int32_t e = e0;
+        for (; e + 2 <= e1; e += 2) {
+            a0 += splat4(W_(e)) * ld4(ROW_(e));
+            b0 += splat4(W_(e + 1)) * ld4(ROW_(e + 1));
+        }
+        if (e < e1) a0 += splat4(W_(e)) * ld4(ROW_(e));
+        st4(c + j, a0 + b0);
+    }
+    for (; j < n; j++) { /* in lane 0 of a vector: the same operations, in the same order, as a strip */
+        v4 a0 = splat4(0.0f), b0 = a0;
+        int32_t e = e0;
+        for (; e + 2 <= e1; e += 2) {
+            a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
+            b0 += splat4(W_(e + 1)) * (v4){*ROW_(e + 1), 0.0f, 0.0f, 0.0f};
+        }
+        if (e < e1) a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
+        c[j] = (a0 + b0)[0];
     }
 }
 

@@ -3,13 +3,15 @@
  * SpMM and its transpose keep a 16-column strip of an output row in registers while every nonzero of the
  * row streams its dense row through (two independent accumulator sets, so the FMA latency of in-order
  * and small out-of-order cores is hidden); the output is written once, never read. Narrower strips handle
- * N = 20 (a linear layer's batch) and the tails. N is cut into tiles so the dense operand's tile stays in the
+ * N = 20 (a linear layer's batch) and the tails. Every strip width (and the scalar tail, through fmaf) sums in
+ * the same order, so a column's result does not depend on its position in the batch. N is cut into tiles so the dense operand's tile stays in the
  * L2 cache while all rows of W pass over it.
  *
  * SDDMM computes 4 (or 8) nonzeros of a row at once: one load of the dense row of A serves four dot products,
  * and a pairwise-add tree reduces the four accumulators into one vector of four results. */
 #include <arm_neon.h>
 #include <assert.h>
+#include <math.h>
 #include <stddef.h>
 
 #include "kernels.h"
@@ -51,25 +53,23 @@ static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t
         vst1q_f32(c + j + 12, vaddq_f32(a3, b3));
     }
     for (; j + 4 <= n; j += 4) {
-        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        float32x4_t a0 = vdupq_n_f32(0.0f), b0 = a0;
         int32_t e = e0;
-        for (; e + 4 <= e1; e += 4) {
+        for (; e + 2 <= e1; e += 2) {
             a0 = vfmaq_n_f32(a0, vld1q_f32(Bm + (int64_t)idx[e] * ldb + j), val[perm ? perm[e] : e]);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(Bm + (int64_t)idx[e + 1] * ldb + j), val[perm ? perm[e + 1] : e + 1]);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(Bm + (int64_t)idx[e + 2] * ldb + j), val[perm ? perm[e + 2] : e + 2]);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(Bm + (int64_t)idx[e + 3] * ldb + j), val[perm ? perm[e + 3] : e + 3]);
+            b0 = vfmaq_n_f32(b0, vld1q_f32(Bm + (int64_t)idx[e + 1] * ldb + j), val[perm ? perm[e + 1] : e + 1]);
         }
-        for (; e < e1; e++) a0 = vfmaq_n_f32(a0, vld1q_f32(Bm + (int64_t)idx[e] * ldb + j), val[perm ? perm[e] : e]);
-        vst1q_f32(c + j, vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+        if (e < e1) a0 = vfmaq_n_f32(a0, vld1q_f32(Bm + (int64_t)idx[e] * ldb + j), val[perm ? perm[e] : e]);
+        vst1q_f32(c + j, vaddq_f32(a0, b0));
     }
     for (; j < n; j++) {
         float s0 = 0.0f, s1 = 0.0f;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            s0 += val[perm ? perm[e] : e] * Bm[(int64_t)idx[e] * ldb + j];
-            s1 += val[perm ? perm[e + 1] : e + 1] * Bm[(int64_t)idx[e + 1] * ldb + j];
+            s0 = fmaf(val[perm ? perm[e] : e], Bm[(int64_t)idx[e] * ldb + j], s0);
+            s1 = fmaf(val[perm ? perm[e + 1] : e + 1], Bm[(int64_t)idx[e + 1] * ldb + j], s1);
         }
-        if (e < e1) s0 += val[perm ? perm[e] : e] * Bm[(int64_t)idx[e] * ldb + j];
+        if (e < e1) s0 = fmaf(val[perm ? perm[e] : e], Bm[(int64_t)idx[e] * ldb + j], s0);
         c[j] = s0 + s1;
     }
 }
