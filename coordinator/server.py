@@ -24,6 +24,7 @@ import numpy as np
 from coordinator.aggregation import aggregate_results, split_fresh
 from coordinator.encoding_size import result_bytes, task_bytes
 from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
+from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
 from coordinator.state import GlobalState
 from coordinator.time_model import TimeModel
@@ -146,8 +147,11 @@ class Coordinator:
             log.warning("round %d: %d results (< %d): weights unchanged", self.state.round, len(results),
                         self.config.min_clients)
             return
-        self.state.weights = aggregate_results(self.state.weights, self.state.masks, results, self.state.round,
-                                               self.state.mask_version)
+        try:
+            self.state.weights = aggregate_results(self.state.weights, self.state.masks, results,
+                                                   self.state.round, self.state.mask_version)
+        except ValueError as e:  # e.g. an overflow to Inf: keep the last good weights
+            log.error("round %d: aggregation failed (%s): weights unchanged", self.state.round, e)
 
     def densities(self) -> dict[str, float]:
         return {name: float(np.count_nonzero(self.state.masks[p]) / self.sizes[p])
@@ -188,6 +192,13 @@ class Coordinator:
         got = self.run_tasks(clients, TaskKind.TRAIN, train_cfg)
         results = [x for x in got.results if isinstance(x, TrainResult)]
         fresh, rejected = split_fresh(results, r, st.mask_version)
+        expect_values = train_cfg.local_steps > 0
+        for res in list(fresh):
+            why = train_result_problem(res, st.masks, self.shapes, expect_values)
+            if why is not None:
+                fresh.remove(res)
+                rejected.append((res, f"invalid: {why}"))
+                log.warning("round %d: rejected the result of %s: %s", r, res.client_id, why)
         for res, why in rejected:
             log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
         self.method.aggregate_round(self, fresh, got.failures)

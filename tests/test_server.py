@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from fake_engine import FakeNetwork
 from fake_engine import SGDConfig as FakeSGD
 
@@ -92,3 +93,48 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
     for a, b in zip(full.state.weights, resumed.state.weights, strict=True):
         assert a.tobytes() == b.tobytes()
     assert full.state.mask_version == resumed.state.mask_version
+
+
+class Corrupting(Spy):
+    """A client whose results are broken in a given way (NaN values, wrong sizes, absurd sample counts)."""
+
+    def __init__(self, *a, corrupt=None, **kw):
+        super().__init__(*a, **kw)
+        self.corrupt = corrupt
+
+    def gather(self, client_ids, round_index, deadline_s):
+        got = super().gather(client_ids, round_index, deadline_s)
+        got.results = [self.corrupt(r) if r.client_id == "c0" else r for r in got.results]
+        return got
+
+
+def _nan(r):
+    v = [a.copy() for a in r.values]
+    v[0][0] = np.nan
+    return dataclasses.replace(r, values=v)
+
+
+def _short(r):
+    return dataclasses.replace(r, values=[a[:-1] for a in r.values])
+
+
+def _huge_n(r):
+    return dataclasses.replace(r, n_samples=10**12)
+
+
+def _bad_importance(r):
+    return dataclasses.replace(r, importance=[np.full(3, np.inf, np.float32)] * len(r.values))
+
+
+@pytest.mark.parametrize("corrupt", [_nan, _short, _huge_n, _bad_importance])
+def test_an_invalid_result_costs_its_client_the_round_not_the_weights(corrupt, caplog):
+    coord, tr = _coord(FedAvg(), rounds=3)
+    tr.__class__ = Corrupting
+    tr.corrupt = corrupt
+    with caplog.at_level("WARNING"):
+        recs = coord.run()
+    assert all(np.all(np.isfinite(w)) for w in coord.state.weights)
+    picked = [r for r in recs if r["failures"] > 0]
+    assert picked, "c0 was never selected"
+    assert all(r["results"] < r["clients"] for r in picked)
+    assert "rejected the result of c0" in caplog.text

@@ -11,6 +11,7 @@ from coordinator.importance import split_importance
 from coordinator.mask_optimizer import delta_for_round, optimize_masks
 from coordinator.messages import InitialPruneConfig, InitialPruneResult, TaskKind, dense_from_values
 from coordinator.methods.base import BaseMethod
+from coordinator.result_check import initial_prune_problem
 
 if TYPE_CHECKING:
     from coordinator.server import Coordinator
@@ -71,6 +72,9 @@ class PruneFL(BaseMethod):
         if not res:
             raise RuntimeError(f"initial pruning at {cid} failed: {[f.reason for f in got.failures]}")
         r = res[0]
+        why = initial_prune_problem(r, coord.weight_params, coord.shapes)
+        if why is not None:
+            raise RuntimeError(f"initial pruning at {cid} returned an invalid result: {why}")
         st = coord.state
         # the client's kept values become the global weights; pruned positions start at zero
         st.weights = dense_from_values(r.values, r.masks, coord.shapes)

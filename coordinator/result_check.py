@@ -1,0 +1,61 @@
+"""What a result must satisfy before it touches the global model: the right number of values for the mask it
+answers, float32, finite; importance dense per parameter and finite; a sane sample count.
+
+A result from the network is untrusted: one bad client must cost that client its round, not the federation
+its weights. Each check returns the reason it failed (None when the result is fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from coordinator.messages import InitialPruneResult, TrainResult
+
+MAX_SAMPLES = 10**9
+
+
+def _values_problem(values: Sequence[np.ndarray], masks: dict[int, np.ndarray],
+                    shapes: Sequence[tuple[int, ...]]) -> str | None:
+    if len(values) != len(shapes):
+        return f"{len(values)} value arrays for {len(shapes)} parameters"
+    for p, (v, shape) in enumerate(zip(values, shapes)):
+        v = np.asarray(v)
+        want = int(np.count_nonzero(masks[p])) if p in masks else int(np.prod(shape))
+        if v.dtype != np.float32 or v.ndim != 1 or v.size != want:
+            return f"parameter {p}: {v.size} {v.dtype} values, expected {want} float32"
+        if not np.all(np.isfinite(v)):
+            return f"parameter {p}: values that are not finite (NaN/Inf: the client's training diverged)"
+    return None
+
+
+def train_result_problem(r: TrainResult, masks: dict[int, np.ndarray],
+                         shapes: Sequence[tuple[int, ...]], expect_values: bool = True) -> str | None:
+    if not isinstance(r.n_samples, int) or not 0 < r.n_samples <= MAX_SAMPLES:
+        return f"sample count {r.n_samples!r} is not in 1..{MAX_SAMPLES}"
+    if expect_values or r.values:
+        why = _values_problem(r.values, masks, shapes)
+        if why is not None:
+            return why
+    if r.importance is not None:
+        if len(r.importance) != len(shapes):
+            return f"{len(r.importance)} importance arrays for {len(shapes)} parameters"
+        for p, (z, shape) in enumerate(zip(r.importance, shapes)):
+            z = np.asarray(z)
+            if z.shape != tuple(shape) or not np.all(np.isfinite(z)):
+                return f"importance of parameter {p}: shape {z.shape} (expected {tuple(shape)}) or not finite"
+    return None
+
+
+def initial_prune_problem(r: InitialPruneResult, weight_params: Sequence[int],
+                          shapes: Sequence[tuple[int, ...]]) -> str | None:
+    if sorted(r.masks) != sorted(weight_params):
+        return f"masks for parameters {sorted(r.masks)}, the model's weights are {sorted(weight_params)}"
+    for p in weight_params:
+        m = np.asarray(r.masks[p])
+        if m.dtype != bool or m.shape != tuple(shapes[p]):
+            return f"mask of parameter {p}: {m.dtype} {m.shape}, expected bool {tuple(shapes[p])}"
+        if not m.any():
+            return f"mask of parameter {p} keeps no weight"
+    return _values_problem(r.values, r.masks, shapes)
