@@ -273,12 +273,13 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
         if sink is not None:
             sink.close()
         if out is not None:
-            _write_outputs(opts, coord, spec, out)
+            write_outputs(opts, coord, spec, out)
         coord.transport.close()
     return SimResult(coord.records, coord, out)
 
 
-def _write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: Path) -> None:
+def write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: Path,
+                  title: str | None = None) -> None:
     from coordinator.sim_inputs import export_model
 
     st = coord.state
@@ -298,7 +299,7 @@ def _write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: P
                "onnx": onnx_path, "initial_pruning": st.extra.get("initial_pruning")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if opts.report:
-        path = write_report({opts.method: coord.records}, out, title=f"prunefl-sim: {opts.method}")
+        path = write_report({opts.method: coord.records}, out, title=title or f"prunefl-sim: {opts.method}")
         log.info("report: %s", path)
 
 

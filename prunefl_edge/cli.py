@@ -1,7 +1,7 @@
 """``prunefl-edge``: the device-side command. Subcommands live in small modules and register here.
 
-Exit codes: 0 success, 2 usage or configuration error, 3 bad input (data, model or profile file), 130
-interrupted.
+Exit codes: 0 success, 2 usage or configuration error, 3 bad input (data, model or profile file), 4 broker
+unreachable, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -42,8 +42,19 @@ def _profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cli_profile.run)
 
 
+def _agent(sub: argparse._SubParsersAction) -> None:
+    from prunefl_edge import cli_edge
+
+    p = sub.add_parser("start", help="run the edge agent: connect to the broker and execute the coordinator's tasks")
+    cli_edge.add_arguments(p)
+    p.set_defaults(handler=cli_edge.start)
+    p = sub.add_parser("check", help="validate the configuration, the local data, the C core and the broker")
+    cli_edge.add_arguments(p)
+    p.set_defaults(handler=cli_edge.check)
+
+
 # one line per subcommand
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_data, _model, _profile)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_data, _model, _profile, _agent)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
         return int(args.handler(args))

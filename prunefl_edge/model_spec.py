@@ -155,3 +155,75 @@ class ModelSpec:
 
     def prunable_layers(self) -> list[int]:
         return [i for i, layer in enumerate(self.layers) if isinstance(layer, (Linear, Conv2d))]
+
+
+# ---- JSON form (the model a task names on the wire) ----------------------------------------------------------
+_KINDS: dict[str, type] = {"linear": Linear, "conv2d": Conv2d, "maxpool2d": MaxPool2d, "relu": ReLU, "flatten": Flatten}
+_PAIRS = ("kernel_size", "stride", "padding")
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, object]:
+    """A JSON-ready description; :func:`spec_from_dict` gives an equal spec back."""
+    layers = []
+    for layer in spec.layers:
+        kind = next(k for k, t in _KINDS.items() if isinstance(layer, t))
+        d: dict[str, object] = {"type": kind}
+        for name, value in vars(layer).items():
+            d[name] = list(value) if isinstance(value, tuple) else value
+        layers.append(d)
+    return {"input_shape": [int(v) for v in spec.input_shape], "name": spec.name, "layers": layers,
+            "layer_names": list(spec.layer_names)}
+
+
+def _pos_int(v: object, what: str, lo: int = 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= 1 << 20:
+        raise ModelSpecError(f"{what} must be an integer in {lo}..{1 << 20}, got {v!r}")
+    return v
+
+
+def spec_from_dict(d: object) -> ModelSpec:
+    """The spec of :func:`spec_to_dict`'s form, checked strictly (it arrives from the network)."""
+    if not isinstance(d, dict) or set(d) - {"input_shape", "name", "layers", "layer_names"}:
+        raise ModelSpecError("a model description is an object with input_shape, name, layers (and layer_names)")
+    shape, layers, name = d.get("input_shape"), d.get("layers"), d.get("name", "model")
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise ModelSpecError("input_shape must be a list of three positive integers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= 64:
+        raise ModelSpecError("layers must be a list of 1 to 64 layers")
+    if not isinstance(name, str) or len(name) > 128:
+        raise ModelSpecError("name must be a string of at most 128 characters")
+    names = d.get("layer_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and len(n) <= 256 for n in names):
+        raise ModelSpecError("layer_names must be a list of strings")
+    out: list[Layer] = []
+    for i, ld in enumerate(layers):
+        if not isinstance(ld, dict) or ld.get("type") not in _KINDS:
+            raise ModelSpecError(f"layer {i}: type must be one of {', '.join(_KINDS)}")
+        cls = _KINDS[ld["type"]]
+        allowed = set(cls.__dataclass_fields__)
+        extra = set(ld) - allowed - {"type"}
+        if extra:
+            raise ModelSpecError(f"layer {i} ({ld['type']}): unknown fields {sorted(extra)}")
+        kw: dict[str, object] = {}
+        for f in allowed:
+            if f not in ld:
+                continue
+            v = ld[f]
+            if f == "bias":
+                if not isinstance(v, bool):
+                    raise ModelSpecError(f"layer {i}: bias must be true or false")
+                kw[f] = v
+            elif f in _PAIRS:
+                if v is None and f == "stride" and cls is MaxPool2d:
+                    kw[f] = None
+                    continue
+                if not isinstance(v, list) or len(v) != 2:
+                    raise ModelSpecError(f"layer {i}: {f} must be a pair of integers")
+                kw[f] = tuple(_pos_int(x, f"layer {i} {f}", 0 if f == "padding" else 1) for x in v)
+            else:
+                kw[f] = _pos_int(v, f"layer {i} {f}")
+        try:
+            out.append(cls(**kw))
+        except TypeError as e:
+            raise ModelSpecError(f"layer {i} ({ld['type']}): {e}") from None
+    return ModelSpec(tuple(_pos_int(v, "input_shape") for v in shape), tuple(out), name, tuple(names))

@@ -1,0 +1,367 @@
+"""``prunefl-coord``: the coordinator of a real federation over MQTT.
+
+    prunefl-coord --broker mqtt://10.0.0.2:1883 --federation lab --min-clients 8 --rounds 300 --out runs/lab
+    prunefl-coord --broker embedded --spawn-edges 4 --out runs/local     # a whole federation on this machine
+    prunefl-coord --config coord.toml [--resume]                          # a TOML file holds what flags hold
+
+Discovers edges from their retained status, waits for --min-clients, runs PruneFL's initial pruning on one edge
+(--initial-client, default the one with most samples), then rounds with --clients-per-round of the edges online,
+each closed at --deadline seconds with the results that came. After every round the state is checkpointed
+atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or Ctrl-C finishes the round in progress,
+checkpoints and writes the outputs (metrics.jsonl, summary.json, report.html, model.onnx, final_*.npz).
+
+Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error, 3 data/model error,
+4 broker unreachable or too few edges, 130 interrupted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coordinator.methods import METHOD_NAMES
+from coordinator.server import Coordinator, ServerConfig
+from coordinator.state import GlobalState, StateError
+
+log = logging.getLogger("prunefl-coord")
+
+EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_BROKER, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclass
+class CoordOptions:
+    broker: str = "embedded"
+    federation: str = "default"
+    client_id: str = "coordinator"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    dataset: str = "mnist5k"  # held-out evaluation data (its test split) and the model's input shape/classes
+    test_fraction: float = 0.2
+    model: str = "conv2"
+    method: str = "prunefl"
+    rounds: int = 60
+    min_clients: int = 2
+    wait_timeout: float = 600.0
+    clients_per_round: int = 4
+    deadline: float = 120.0
+    lr: float = 0.25
+    local_steps: int = 5
+    batch_size: int = 20
+    eval_every: int = 10
+    reconfig_interval: int = 10
+    importance_window: int | None = None
+    max_density: float | None = None
+    target_density: float = 0.13
+    imp_steps: int = 20
+    initial_client: str | None = None
+    ip_max_passes: int = 1000
+    mask_from: str | None = None
+    profile: str = "pi4-reference"
+    seed: int = 0
+    threads: int = 1  # evaluation network threads
+    max_payload_bytes: int = 4 * 2**20
+    spawn_edges: int = 0  # --broker embedded / local broker: start this many prunefl-edge processes here
+    edge_threads: int = 1
+    partition: str = "iid"
+    out: str = "runs/coord"
+    resume: bool = False
+    report: bool = True
+    export_onnx: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = CoordOptions()
+    p = argparse.ArgumentParser(prog="prunefl-coord", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--config", help="TOML file whose keys are these options (dashes or underscores); flags win")
+    g = p.add_argument_group("broker")
+    g.add_argument("--broker", help=f"mqtt://host:port, mqtts://host:port, or embedded (default {d.broker})")
+    g.add_argument("--federation", help=f"topic namespace prunefl/<federation>/ (default {d.federation})")
+    g.add_argument("--client-id", help=f"MQTT client id / username (default {d.client_id})")
+    g.add_argument("--ca-file", help="CA certificate (mqtts://)")
+    g.add_argument("--cert-file", help="client certificate (mqtts:// with certificates)")
+    g.add_argument("--key-file", help="client key")
+    g.add_argument("--username", help="broker username")
+    g.add_argument("--password-file", help="file holding the broker password")
+    g.add_argument("--max-payload-bytes", type=int,
+                   help=f"larger tasks go in chunks (default {d.max_payload_bytes})")
+    g = p.add_argument_group("model and evaluation")
+    g.add_argument("--dataset", help=f"held-out evaluation data: mnist5k, digits or a path (default {d.dataset})")
+    g.add_argument("--test-fraction", type=float, help=f"held out when the data has no test split "
+                                                       f"(default {d.test_fraction})")
+    g.add_argument("--model", help=f"conv2, mlp, vgg11 or a .onnx file (default {d.model})")
+    g.add_argument("--threads", type=int, help=f"C core threads for evaluation (default {d.threads})")
+    g = p.add_argument_group("federation")
+    g.add_argument("--method", choices=METHOD_NAMES, help=f"(default {d.method})")
+    g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
+    g.add_argument("--min-clients", type=int, help=f"edges online before starting (default {d.min_clients})")
+    g.add_argument("--wait-timeout", type=float, help=f"seconds to wait for them (default {d.wait_timeout})")
+    g.add_argument("--clients-per-round", type=int, help=f"K of the edges online (default {d.clients_per_round})")
+    g.add_argument("--deadline", type=float, help=f"seconds a round waits for results (default {d.deadline})")
+    g.add_argument("--lr", type=float, help=f"(default {d.lr})")
+    g.add_argument("--local-steps", type=int, help=f"(default {d.local_steps})")
+    g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
+    g.add_argument("--eval-every", type=int, help=f"(default {d.eval_every})")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--reconfig-interval", type=int, help=f"(default {d.reconfig_interval})")
+    g.add_argument("--importance-window", type=int)
+    g.add_argument("--max-density", type=float)
+    g.add_argument("--target-density", type=float, help=f"snip / imp (default {d.target_density})")
+    g.add_argument("--imp-steps", type=int)
+    g.add_argument("--initial-client", help="edge id for initial pruning (default: most local samples)")
+    g.add_argument("--ip-max-passes", type=int, help=f"(default {d.ip_max_passes})")
+    g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or final_mask.npz")
+    g.add_argument("--profile", help=f"device profile for the round-time model (default {d.profile})")
+    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", help=f"output directory (default {d.out})")
+    g.add_argument("--resume", action="store_const", const=True, help="continue from OUT/checkpoint.npz")
+    g.add_argument("--spawn-edges", type=int, help="start this many prunefl-edge processes on this machine, each "
+                                                   "with an iid part of --dataset's training split (default 0)")
+    g.add_argument("--edge-threads", type=int, help=f"threads per spawned edge (default {d.edge_threads})")
+    g.add_argument("--partition", choices=("iid", "dirichlet", "shards"), help="spawned edges' data split")
+    g.add_argument("--no-report", dest="report", action="store_const", const=False)
+    g.add_argument("--no-onnx", dest="export_onnx", action="store_const", const=False)
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def load_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise UsageError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+    known = {f.name for f in fields(CoordOptions)}
+    out = {}
+    for k, v in data.items():
+        key = k.replace("-", "_")
+        if key not in known:
+            raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
+        out[key] = v
+    return out
+
+
+def make_options(values: dict[str, Any]) -> CoordOptions:
+    try:
+        o = CoordOptions(**values)
+    except TypeError as e:
+        raise UsageError(str(e)) from e
+    checks = [(o.rounds > 0, "--rounds must be positive"), (o.min_clients > 0, "--min-clients must be positive"),
+              (o.clients_per_round > 0, "--clients-per-round must be positive"), (o.lr > 0, "--lr must be positive"),
+              (o.local_steps > 0, "--local-steps must be positive"), (o.batch_size > 0, "--batch-size > 0"),
+              (o.eval_every > 0, "--eval-every > 0"), (o.deadline > 0, "--deadline must be positive (seconds)"),
+              (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
+              (o.spawn_edges >= 0, "--spawn-edges must be >= 0"), (o.edge_threads > 0, "--edge-threads > 0"),
+              (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
+              (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}")]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    if o.spawn_edges and o.spawn_edges < o.min_clients:
+        raise UsageError(f"--spawn-edges {o.spawn_edges} < --min-clients {o.min_clients}: the run would never start")
+    return o
+
+
+def options_from_args(argv: Sequence[str] | None) -> tuple[CoordOptions, argparse.Namespace]:
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_config(args.config))
+    for k, v in vars(args).items():
+        if k in ("config", "quiet", "verbose") or v is None:
+            continue
+        values[k] = v
+    return make_options(values), args
+
+
+class StopFlag:
+    """Set by SIGTERM / first Ctrl-C: the run stops after the round in progress."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+        log.warning("%s: finishing the round in progress, then checkpointing (again to abort)",
+                    signal.Signals(signum).name)
+        self.event.set()
+
+
+def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
+        hook: Callable[[dict[str, Any], Any, Any], None] | None = None) -> Coordinator:
+    """One run; ``hook(record, local_edges, transport)`` is called after every round (tests use it to disturb
+    the run)."""
+    from coordinator.cli_sim import SimOptions, make_method, write_outputs
+    from coordinator.embedded_broker import EmbeddedBroker
+    from coordinator.local_federation import LocalEdges
+    from coordinator.sim_inputs import load_data, load_model
+    from coordinator.simulation import NetEvaluator
+    from coordinator.time_model import TimeModel, load_profile
+    from coordinator.transport_mqtt import MqttTransport
+    from prunefl_edge.engine import Network
+    from prunefl_edge.model_spec import spec_to_dict
+    from prunefl_edge.protocol.mqtt_client import BrokerConfig
+
+    stop = stop or StopFlag()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(opts.dataset, opts.test_fraction, opts.seed)
+    spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
+    time_model = TimeModel.from_profile(load_profile(opts.profile), spec, opts.local_steps)
+    sim_like = SimOptions(**{f.name: getattr(opts, f.name) for f in fields(SimOptions)
+                             if hasattr(opts, f.name) and f.name not in ("extra", "out")})
+    method = make_method(sim_like, spec, weights)
+    ckpt = out / "checkpoint.npz"
+    if opts.resume:
+        if not ckpt.exists():
+            raise UsageError(f"--resume: no checkpoint at {ckpt} (start without --resume)")
+        state = GlobalState.load(ckpt)
+        if [w.shape for w in state.weights] != [p.shape for p in spec.param_shapes()]:
+            raise StateError(f"{ckpt} holds another model than --model {opts.model}")
+        log.info("resumed from %s at round %d (mask version %d, density %.4f)", ckpt, state.round,
+                 state.mask_version, state.density())
+    else:
+        masks = {i: np.ones(p.shape, bool) for i, p in enumerate(spec.param_shapes()) if p.prunable}
+        state = GlobalState.create(weights, masks, opts.seed)
+
+    broker = None
+    edges = None
+    transport = None
+    try:
+        url = opts.broker
+        if url == "embedded":
+            broker = EmbeddedBroker().start()
+            url = broker.url
+        password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
+                          username=opts.username, password=password)
+        transport = MqttTransport(bc, opts.federation, spec_to_dict(spec), client_id=opts.client_id,
+                                  max_payload_bytes=opts.max_payload_bytes,
+                                  sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
+        transport.start()
+        if opts.spawn_edges:
+            edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
+                               opts.test_fraction, opts.seed, opts.partition, opts.edge_threads)
+            edges.start(data)
+        online = transport.wait_for_clients(opts.min_clients, opts.wait_timeout)
+        if len(online) < opts.min_clients:
+            raise ConnectionError(f"{len(online)} of --min-clients {opts.min_clients} edges came online within "
+                                  f"{opts.wait_timeout:.0f} s ({', '.join(online) or 'none'}): check the edges' "
+                                  f"broker URL and federation ({opts.federation!r}), or lower --min-clients")
+        log.info("%d edges online: %s", len(online), ", ".join(online))
+        cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
+                           local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
+                           deadline_s=opts.deadline)
+        evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)
+        mode = "a" if opts.resume else "w"
+        t0 = time.perf_counter()
+        with open(out / "metrics.jsonl", mode) as sink:
+            def on_round(rec: dict[str, Any]) -> None:
+                sink.write(json.dumps(rec) + "\n")
+                sink.flush()
+                if hook is not None:
+                    hook(rec, edges, transport)
+                if progress:
+                    acc = "" if rec.get("accuracy") is None else f" acc {rec['accuracy']:.4f}"
+                    log.info("round %d/%d%s density %.4f results %s/%s up %.2fMB down %.2fMB wall %.0fs",
+                             rec["round"] + 1, opts.rounds, acc, rec["density"], rec.get("results", "-"),
+                             rec.get("clients", "-"), rec["bytes_up"] / 1e6, rec["bytes_down"] / 1e6,
+                             time.perf_counter() - t0)
+
+            coord = Coordinator(transport, method, state, spec, cfg, time_model, evaluator, on_round)
+            if state.round == 0 and not state.extra.get("setup_done"):
+                coord.setup()
+                state.extra["setup_done"] = True
+                state.save(ckpt)
+            while state.round < cfg.rounds and not stop.event.is_set():
+                coord.run_round()
+                state.save(ckpt)
+        if stop.event.is_set() and state.round < cfg.rounds:
+            log.warning("stopped after round %d of %d; `--resume` continues from %s", state.round, cfg.rounds, ckpt)
+        write_outputs(sim_like, coord, spec, out, title=f"prunefl-coord: {opts.method} over MQTT")
+        summary = json.loads((out / "summary.json").read_text())
+        summary.update({"transport": {"broker": opts.broker, "federation": opts.federation,
+                                      "rejected_messages": transport.rejected_messages,
+                                      "bytes_sent": transport.bytes_sent, "bytes_received": transport.bytes_received},
+                        "completed": state.round >= cfg.rounds})
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return coord
+    finally:
+        if edges is not None:
+            edges.stop()
+        if transport is not None:
+            transport.close()
+        if broker is not None:
+            broker.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from coordinator.embedded_broker import EmbeddedBrokerError
+    from coordinator.sim_inputs import InputError
+    from coordinator.time_model import ProfileError
+    from prunefl_edge.protocol.mqtt_client import BrokerConfigError
+
+    try:
+        opts, args = options_from_args(argv)
+    except UsageError as e:
+        print(f"prunefl-coord: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        coord = run(opts, stop)
+    except (UsageError, BrokerConfigError, ProfileError) as e:
+        print(f"prunefl-coord: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (InputError, StateError) as e:
+        print(f"prunefl-coord: data/model error: {e}", file=sys.stderr)
+        return EXIT_DATA
+    except (ConnectionError, EmbeddedBrokerError) as e:
+        print(f"prunefl-coord: {e}", file=sys.stderr)
+        return EXIT_BROKER
+    except KeyboardInterrupt:
+        print(f"prunefl-coord: aborted; the last checkpoint is in {opts.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RuntimeError as e:  # the engine or a method (e.g. initial pruning failed at every edge)
+        print(f"prunefl-coord: error: {e}", file=sys.stderr)
+        return EXIT_DATA
+    last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
+    print(f"prunefl-coord: {coord.state.round} rounds; accuracy {last['accuracy'] if last else float('nan'):.4f}, "
+          f"density {coord.state.density():.4f}; outputs in {opts.out} (report.html, metrics.jsonl, model.onnx)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

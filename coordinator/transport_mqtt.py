@@ -1,0 +1,213 @@
+"""The coordinator's side of MQTT: tasks out on each edge's task topic, results and statuses in.
+
+Edges are discovered from their retained status (``online`` / ``offline``, the Last Will); an edge is
+available while its last status is ``online``. Results are reassembled from chunks and decoded on arrival
+(paho's network thread only queues bytes). A message is accepted only from the edge its topic names (the
+broker's ACL makes that the sender's identity); anything undecodable, foreign or mislabelled is logged and
+counted as rejected, never raised. Duplicates (a QoS-1 redelivery after a reconnect) are dropped by message
+id, so no update is aggregated twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.messages import InitialPruneResult, Task, TrainResult
+from coordinator.transport import ClientFailure, Gathered, Transport
+from prunefl_edge.protocol.chunks import Reassembler, split_message
+from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
+from prunefl_edge.protocol.topics import Topics
+from prunefl_edge.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EdgeInfo:
+    state: str = "unknown"
+    info: dict[str, Any] = field(default_factory=dict)
+    since: float = 0.0
+
+
+class MqttTransport(Transport):
+    def __init__(self, broker: BrokerConfig, federation: str, model: dict[str, Any] | None,
+                 client_id: str = "coordinator", max_payload_bytes: int = 4 * 2**20,
+                 limits: Limits | None = None, offline_grace_s: float = 60.0,
+                 sizes: dict[int, int] | None = None) -> None:
+        self.topics = Topics(federation)
+        self.federation = federation
+        self.sender = client_id
+        self.model = model
+        self.sizes = sizes  # weights per prunable parameter: lets a mask change go as a bitmap when cheaper
+        self.max_payload = max_payload_bytes
+        self.limits = limits or Limits()
+        self.offline_grace_s = offline_grace_s
+        self.edges: dict[str, EdgeInfo] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._results: queue.Queue[tuple[str, Decoded]] = queue.Queue()
+        self._reasm = Reassembler(self.limits)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.rejected_messages = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.client = MqttClient(broker, client_id=client_id,
+                                 subscriptions=[self.topics.all_status, self.topics.all_results],
+                                 on_message=self._on_message)
+
+    def start(self, wait_s: float = 30.0) -> None:
+        if not self.client.start(wait_s):
+            raise ConnectionError(f"cannot reach the MQTT broker at {self.client.config.url} within {wait_s:.0f} s: "
+                                  "is it running, and are the URL, port and credentials right?")
+
+    # ---- incoming (paho network thread) -----------------------------------------------------------------
+    def _reject(self, topic: str, why: str) -> None:
+        self.rejected_messages += 1
+        log.warning("rejected a message on %s: %s", topic, why)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        where = self.topics.edge_of(topic)
+        if where is None:
+            return
+        edge, leaf = where
+        self.bytes_received += len(payload)
+        if leaf == "status":
+            if not payload:  # a cleared retained status
+                return
+            try:
+                msg = decode(payload, self.limits)
+            except ProtocolError as e:
+                self._reject(topic, str(e))
+                return
+            if not isinstance(msg.body, StatusMsg) or msg.header.sender != edge:
+                self._reject(topic, f"a {msg.header.kind.name} from {msg.header.sender!r} on {edge}'s status topic")
+                return
+            with self._changed:
+                prev = self.edges.get(edge)
+                self.edges[edge] = EdgeInfo(msg.body.state, dict(msg.body.info) or (prev.info if prev else {}),
+                                            time.monotonic())
+                if prev is None or prev.state != msg.body.state:
+                    log.info("edge %s is %s", edge, msg.body.state)
+                self._changed.notify_all()
+            return
+        if leaf != "result":
+            return
+        try:
+            whole = self._reasm.feed(payload)
+            if whole is None:
+                return
+            msg = decode(whole, self.limits)
+        except ProtocolError as e:
+            self._reject(topic, str(e))
+            return
+        if msg.header.sender != edge or msg.header.federation != self.federation:
+            self._reject(topic, f"sender {msg.header.sender!r} of federation {msg.header.federation!r} on {edge}'s "
+                                "result topic")
+            return
+        body = msg.body
+        if isinstance(body, TrainResult | InitialPruneResult) and body.client_id != edge:
+            self._reject(topic, f"result names client {body.client_id!r}, the topic {edge!r}")
+            return
+        if not isinstance(body, TrainResult | InitialPruneResult | RejectMsg):
+            self._reject(topic, f"a {msg.header.kind.name} message on a result topic")
+            return
+        with self._lock:
+            if msg.header.msg_id in self._seen:
+                log.info("duplicate delivery of %s from %s dropped", msg.header.msg_id, edge)
+                return
+            self._seen[msg.header.msg_id] = None
+            while len(self._seen) > 4096:
+                self._seen.popitem(last=False)
+        self._results.put((edge, msg))
+
+    # ---- Transport -------------------------------------------------------------------------------------
+    def available_clients(self) -> list[str]:
+        with self._lock:
+            return sorted(e for e, i in self.edges.items() if i.state in ("online", "busy"))
+
+    def client_info(self, client_id: str) -> dict[str, Any]:
+        with self._lock:
+            e = self.edges.get(client_id)
+            return dict(e.info) if e else {}
+
+    def wait_for_clients(self, n: int, timeout_s: float | None = None, progress_every_s: float = 10.0) -> list[str]:
+        """Block until at least ``n`` edges are online (or the timeout passes); returns those online."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        last = 0.0
+        with self._changed:
+            while True:
+                online = sorted(e for e, i in self.edges.items() if i.state in ("online", "busy"))
+                if len(online) >= n:
+                    return online
+                now = time.monotonic()
+                if end is not None and now >= end:
+                    return online
+                if now - last >= progress_every_s:
+                    log.info("waiting for edges: %d of %d online (%s)", len(online), n, ", ".join(online) or "none")
+                    last = now
+                self._changed.wait(1.0 if end is None else max(0.01, min(1.0, end - now)))
+
+    def send(self, client_id: str, task: Task) -> int:
+        data = encode_task(task, federation=self.federation, sender=self.sender, model=self.model, sizes=self.sizes)
+        n = 0
+        for part in split_message(data, self.max_payload, federation=self.federation, sender=self.sender):
+            self.client.publish(self.topics.task(client_id), part)
+            n += len(part)
+        self.bytes_sent += n
+        return n
+
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
+        out = Gathered()
+        waiting = set(client_ids)
+        end = None if deadline_s is None else time.monotonic() + deadline_s
+        offline_since: dict[str, float] = {}
+        while waiting:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            timeout = 0.5 if end is None else max(0.0, min(0.5, end - now))
+            try:
+                edge, msg = self._results.get(timeout=timeout)
+            except queue.Empty:
+                if end is None:  # no deadline (initial pruning): give up on an edge gone for too long
+                    with self._lock:
+                        for e in list(waiting):
+                            info = self.edges.get(e)
+                            if info is not None and info.state == "offline":
+                                first = offline_since.setdefault(e, time.monotonic())
+                                if time.monotonic() - first > self.offline_grace_s:
+                                    waiting.discard(e)
+                                    out.failures.append(ClientFailure(e, round_index, "disconnected"))
+                            else:
+                                offline_since.pop(e, None)
+                continue
+            body = msg.body
+            if msg.header.round != round_index or edge not in waiting:
+                if isinstance(body, TrainResult | InitialPruneResult):
+                    out.results.append(body)  # the coordinator drops it as stale and says so
+                    out.bytes_up += msg.nbytes
+                else:
+                    log.info("late reject from %s for round %d ignored", edge, msg.header.round)
+                continue
+            waiting.discard(edge)
+            if isinstance(body, RejectMsg):
+                out.failures.append(ClientFailure(edge, round_index, f"rejected: {body.reason}",
+                                                  needs_full_mask=body.needs_full_mask))
+            else:
+                out.results.append(body)
+                out.bytes_up += msg.nbytes
+        for e in sorted(waiting):
+            out.failures.append(ClientFailure(e, round_index, "timeout"))
+        if waiting:
+            log.warning("round %d: no answer from %s by the deadline", round_index, ", ".join(sorted(waiting)))
+        return out
+
+    def close(self) -> None:
+        self.client.stop()

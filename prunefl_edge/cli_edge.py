@@ -1,0 +1,97 @@
+"""``prunefl-edge start`` (the edge agent) and ``prunefl-edge check`` (configuration, data and broker).
+
+The configuration file is ``--config``, else $PRUNEFL_EDGE_CONFIG, else /etc/prunefl-edge/edge.toml.
+Exit codes: 0 ok (start: stopped by SIGTERM), 2 configuration error, 3 data error, 4 broker unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+
+from prunefl_edge.edge_config import DEFAULT_CONFIG, ConfigError, EdgeConfig, config_path, load_edge_config
+
+log = logging.getLogger("prunefl-edge")
+EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_BROKER = 0, 2, 3, 4
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=f"the edge's TOML file (default $PRUNEFL_EDGE_CONFIG or {DEFAULT_CONFIG})")
+
+
+def _load(args: argparse.Namespace) -> EdgeConfig:
+    return load_edge_config(config_path(args.config))
+
+
+def start(args: argparse.Namespace) -> int:
+    from prunefl_edge.datasets import DatasetError
+    from prunefl_edge.edge_agent import EdgeAgent, load_local_data
+    from prunefl_edge.partition import PartitionError
+
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        print(f"prunefl-edge start: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        x, y, classes = load_local_data(cfg)
+    except (DatasetError, PartitionError, OSError) as e:
+        print(f"prunefl-edge start: data error: {e} (check [data] in {cfg.source})", file=sys.stderr)
+        return EXIT_DATA
+    try:
+        agent = EdgeAgent(cfg, x, y, classes)
+    except OSError as e:
+        print(f"prunefl-edge start: cannot use state_dir {cfg.state_dir}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("%s: stopping after the task in progress", signal.Signals(signum).name)
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    return EXIT_OK
+
+
+def check(args: argparse.Namespace) -> int:
+    from prunefl_edge.datasets import DatasetError
+    from prunefl_edge.edge_agent import load_local_data
+    from prunefl_edge.partition import PartitionError
+    from prunefl_edge.protocol.mqtt_client import MqttClient
+
+    path = config_path(args.config)
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        print(f"config  FAIL  {e}")
+        return EXIT_CONFIG
+    print(f"config  ok    {path}: edge {cfg.id}, federation {cfg.federation}, {cfg.threads} threads")
+    try:
+        x, y, classes = load_local_data(cfg)
+    except (DatasetError, PartitionError, OSError) as e:
+        print(f"data    FAIL  {e}")
+        return EXIT_DATA
+    print(f"data    ok    {len(y)} samples of shape {tuple(x.shape[1:])}, {classes} classes")
+    try:
+        from prunefl_edge.engine import build_info
+
+        print(f"core    ok    {build_info()}")
+    except (ImportError, OSError) as e:
+        print(f"core    FAIL  the C core cannot be loaded ({e}): reinstall prunefl-edge or set PRUNEFL_EDGE_LIB")
+        return EXIT_DATA
+    client = MqttClient(cfg.broker, client_id=f"{cfg.id}-check")
+    t0 = time.perf_counter()
+    try:
+        ok = client.start(wait_s=10.0)
+    finally:
+        client.stop()
+    if not ok:
+        print(f"broker  FAIL  no connection to {cfg.broker.url} within 10 s: is the broker up, the port open, "
+              "and are the TLS files / credentials right? (see the log lines above)")
+        return EXIT_BROKER
+    print(f"broker  ok    {cfg.broker.url} in {time.perf_counter() - t0:.2f} s")
+    return EXIT_OK

@@ -1,0 +1,297 @@
+"""The edge agent (``prunefl-edge start``): one process per device, executing the coordinator's tasks with the
+C core and answering over MQTT.
+
+Life of the agent: load the local data; connect (Last Will: a retained "offline" status) and announce itself
+with a retained "online" status (samples, threads, classes, input shape, software, counters); then, for every
+task on ``prunefl/<federation>/edge/<id>/task``: reassemble and decode it, build the network from the model
+the task names (once), execute it with :class:`prunefl_edge.trainer.Trainer`, publish the result (in chunks
+when large), and save the trainer's state (mask and its version, importance, batch position) atomically to
+``state_dir``, so a restarted agent accepts mask changes instead of needing the full mask again.
+
+A task that cannot be executed (unknown mask version, a model that does not fit the data, a bad config)
+gets a REJECT with the reason; a message that cannot be decoded is logged and dropped. Duplicate deliveries
+(QoS 1 after a reconnect) are recognised by message id and executed once. SIGTERM: the current task is
+finished and answered, the status set to "offline", the connection closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coordinator.messages import Task
+from prunefl_edge.edge_config import EdgeConfig
+from prunefl_edge.model_spec import ModelSpec, ModelSpecError, spec_from_dict
+from prunefl_edge.protocol.chunks import Reassembler, split_message
+from prunefl_edge.protocol.mqtt_client import MqttClient
+from prunefl_edge.protocol.topics import Topics
+from prunefl_edge.protocol.wire import (
+    Decoded,
+    ProtocolError,
+    RejectMsg,
+    StatusMsg,
+    decode,
+    encode_reject,
+    encode_result,
+    encode_status,
+)
+from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.npz"
+SOFTWARE = "prunefl-edge 0.1.0"
+
+
+def load_local_data(cfg: EdgeConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x, y, num_classes) of this edge: the data set at ``[data] path``, or its part when partitioned."""
+    from prunefl_edge.datasets import load_dataset
+    from prunefl_edge.partition import partition
+
+    ds = load_dataset(cfg.data.path, cfg.data.format)
+    x, y = ds.x_train, ds.y_train
+    if cfg.data.partition is not None and cfg.data.num_partitions > 1:
+        parts = partition(cfg.data.partition, y, cfg.data.num_partitions, seed=cfg.data.seed)
+        idx = parts[cfg.data.partition_index]
+        x, y = x[idx], y[idx]
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), ds.num_classes
+
+
+def model_key(model: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EdgeAgent:
+    def __init__(self, cfg: EdgeConfig, x: np.ndarray, y: np.ndarray, num_classes: int,
+                 net_factory: Any = None) -> None:
+        self.cfg = cfg
+        self.x, self.y, self.num_classes = x, y, num_classes
+        self.topics = Topics(cfg.federation)
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._net_factory = net_factory
+        self._inbox: queue.Queue[bytes] = queue.Queue()
+        self._reasm = Reassembler()
+        self._seen: OrderedDict[str, None] = OrderedDict()  # message ids of executed tasks (duplicates)
+        self.trainer: Trainer | None = None
+        self._model_key: str | None = None
+        self.stop_event = threading.Event()
+        self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
+        self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
+                         "messages_dropped": 0, "bytes_duplicate": 0,
+                         "bytes_foreign": 0}
+        self.client = MqttClient(cfg.broker, client_id=cfg.id, subscriptions=[self.topics.task(cfg.id)],
+                                 on_message=self._on_message,
+                                 will=(self.topics.status(cfg.id), self._status_bytes("offline")),
+                                 on_connect=self._announce)
+
+    # ---- status ----------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
+                "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
+                "mask_version": self.trainer.mask_version if self.trainer is not None else -1,
+                **self.counters}
+
+    def _status_bytes(self, state: str) -> bytes:
+        return encode_status(StatusMsg(state, self.info() if state != "offline" else {}),
+                             federation=self.cfg.federation, sender=self.cfg.id)
+
+    def _announce(self) -> None:
+        self.client.publish(self.topics.status(self.cfg.id), self._status_bytes("online"), retain=True)
+
+    # ---- messages (network thread) ---------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self._inbox.put(payload)
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def run(self, connect_wait_s: float | None = None) -> None:
+        self._restore_pending()
+        self.client.start(connect_wait_s)
+        log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
+                 self.cfg.federation, self.cfg.broker.url)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    payload = self._inbox.get(timeout=0.5)
+                except queue.Empty:
+                    self._reasm.expire()
+                    continue
+                self._handle(payload)
+        finally:
+            self.client.stop(final=(self.topics.status(self.cfg.id), self._status_bytes("offline")))
+            self.write_status_file()
+            log.info("edge %s stopped", self.cfg.id)
+
+    def _handle(self, payload: bytes) -> None:
+        self.counters["bytes_received"] += len(payload)
+        try:
+            whole = self._reasm.feed(payload)
+            if whole is None:
+                return
+            msg = decode(whole)
+        except ProtocolError as e:
+            self.counters["messages_dropped"] += 1
+            log.warning("dropped an undecodable message on my task topic: %s", e)
+            return
+        if msg.header.federation != self.cfg.federation or not isinstance(msg.body, Task):
+            self.counters["messages_dropped"] += 1
+            self.counters["bytes_foreign"] += len(whole)
+            log.warning("dropped a %s message from %s for federation %s on my task topic", msg.header.kind.name,
+                        msg.header.sender, msg.header.federation)
+            return
+        if msg.header.msg_id in self._seen:
+            self.counters["bytes_duplicate"] += len(payload)
+            log.info("task %s (round %d) delivered again: already executed", msg.header.msg_id, msg.body.round)
+            return
+        self._execute(msg)
+        self._seen[msg.header.msg_id] = None
+        while len(self._seen) > 256:
+            self._seen.popitem(last=False)
+
+    def _ensure_trainer(self, msg: Decoded) -> Trainer:
+        if msg.model is None:
+            if self.trainer is None:
+                raise TaskError("the task names no model and this edge has none yet")
+            return self.trainer
+        key = model_key(msg.model)
+        if self.trainer is not None and key == self._model_key:
+            return self.trainer
+        try:
+            spec: ModelSpec = spec_from_dict(msg.model)
+        except ModelSpecError as e:
+            raise TaskError(f"bad model in the task: {e}") from e
+        if tuple(spec.input_shape) != tuple(self.x.shape[1:]):
+            raise TaskError(f"the model takes inputs {tuple(spec.input_shape)}, this edge's data is "
+                            f"{tuple(self.x.shape[1:])}: check [data] on the edge and the coordinator's --model")
+        if spec.num_classes < self.num_classes and int(self.y.max(initial=0)) >= spec.num_classes:
+            raise TaskError(f"the model has {spec.num_classes} classes, this edge's labels reach "
+                            f"{int(self.y.max())}")
+        if self._net_factory is not None:
+            net = self._net_factory(spec)
+        else:
+            from prunefl_edge.engine import Network
+
+            net = Network(spec, threads=self.cfg.threads)
+        if self.trainer is not None:
+            close = getattr(self.trainer.net, "close", None)
+            if close is not None:
+                close()
+        seed = int(hashlib.sha256(self.cfg.id.encode()).hexdigest()[:8], 16)
+        self.trainer = Trainer(self.cfg.id, net, self.x, self.y, seed=seed)
+        self._model_key = key
+        self._load_state(key)
+        return self.trainer
+
+    def _execute(self, msg: Decoded) -> None:
+        task = msg.body
+        assert isinstance(task, Task)
+        t0 = time.perf_counter()
+        try:
+            trainer = self._ensure_trainer(msg)
+            self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
+            result = trainer.execute(task)
+        except MaskVersionError as e:
+            self._reject(task, str(e), needs_full_mask=True)
+            return
+        except (TaskError, ValueError, RuntimeError) as e:  # RuntimeError: the C core refused (EngineError)
+            self._reject(task, str(e), needs_full_mask=False)
+            return
+        data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
+        self._publish_result(data)
+        self.counters["tasks_done"] += 1
+        self._save_state()
+        log.info("round %d: %s task done in %.2f s (mask v%d), %d bytes sent", task.round, task.kind.value,
+                 time.perf_counter() - t0, result.mask_version, len(data))
+        self._announce()
+
+    def _rewind_or_snapshot(self, trainer: Trainer, key: tuple[int, str]) -> None:
+        """A task for a round this edge already executed (the coordinator restarted from its checkpoint) runs
+        from the same batch position and importance as the first time, so the resumed run equals an
+        uninterrupted one."""
+        if key in self._round_start:
+            stream, imp = self._round_start[key]
+            trainer.stream.load(stream)
+            trainer.importance = None if imp is None else [z.copy() for z in imp]
+            log.info("round %d (%s) again: rewound to the batch position it started from", *key)
+            return
+        imp = trainer.importance
+        self._round_start[key] = (trainer.stream.state(), None if imp is None else [z.copy() for z in imp])
+        while len(self._round_start) > 3:
+            self._round_start.popitem(last=False)
+
+    def _publish_result(self, data: bytes) -> None:
+        for part in split_message(data, self.cfg.max_payload_bytes, federation=self.cfg.federation,
+                                  sender=self.cfg.id):
+            self.client.publish(self.topics.result(self.cfg.id), part)
+            self.counters["bytes_sent"] += len(part)
+
+    def _reject(self, task: Task, reason: str, needs_full_mask: bool) -> None:
+        self.counters["tasks_rejected"] += 1
+        log.warning("round %d: task rejected: %s", task.round, reason)
+        data = encode_reject(RejectMsg(reason[:4000], needs_full_mask), federation=self.cfg.federation,
+                             sender=self.cfg.id, round=task.round, mask_version=task.mask.version)
+        self._publish_result(data)
+
+    # ---- local state ------------------------------------------------------------------------------------
+    def _state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def _save_state(self) -> None:
+        if self.trainer is None:
+            return
+        meta, arrays = self.trainer.state_dict()
+        meta = {**meta, "model_key": self._model_key, "format": "prunefl-edge-state/1"}
+        path = self._state_path()
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.write_status_file()
+
+    def write_status_file(self) -> None:
+        """``state_dir/status.json``: what the retained status says, for operators and tests."""
+        tmp = self.state_dir / "status.json.tmp"
+        tmp.write_text(json.dumps(self.info(), indent=1))
+        os.replace(tmp, self.state_dir / "status.json")
+
+    def _restore_pending(self) -> None:
+        """Check the saved state is readable now (it is applied when the model is known)."""
+        p = self._state_path()
+        if p.exists():
+            try:
+                with np.load(p, allow_pickle=False) as d:
+                    meta = json.loads(bytes(d["meta"]).decode())
+                log.info("saved state found: mask version %s (model %s)", meta.get("mask_version"),
+                         meta.get("model_key"))
+            except (OSError, ValueError, KeyError) as e:
+                bad = p.with_name(p.name + ".corrupt")
+                os.replace(p, bad)
+                log.warning("saved state %s unreadable (%s): moved to %s, starting fresh", p, e, bad)
+
+    def _load_state(self, key: str) -> None:
+        p = self._state_path()
+        if self.trainer is None or not p.exists():
+            return
+        try:
+            with np.load(p, allow_pickle=False) as d:
+                meta = json.loads(bytes(d["meta"]).decode())
+                if meta.get("model_key") != key:
+                    log.info("saved state is for another model: not used")
+                    return
+                arrays = {k: np.array(d[k]) for k in d.files if k != "meta"}
+            self.trainer.load_state_dict(meta, arrays)
+            log.info("resumed: mask version %d", self.trainer.mask_version)
+        except (OSError, ValueError, KeyError, TaskError) as e:
+            log.warning("saved state not usable (%s): starting from the coordinator's next full mask", e)
