@@ -63,8 +63,9 @@ test-portable:
 test: deps test-c test-py test-py-asan test-portable
 
 demo: deps
-	$(VENV)/bin/prunefl-sim --dataset mnist5k --model conv2 --method prunefl --clients 10 --rounds 60 \
-	    --reconfig-interval 10 --eval-every 10 --out runs/demo
+	$(VENV)/bin/prunefl-coord --broker embedded --spawn-edges 4 --min-clients 4 --clients-per-round 4 \
+	    --dataset mnist5k --model conv2 --method prunefl --rounds 40 --reconfig-interval 10 --eval-every 5 \
+	    --out runs/demo
 
 bench: deps
 	$(PY) bench/bench_core.py --json runs/bench_core.json

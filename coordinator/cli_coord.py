@@ -288,7 +288,10 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                 sink.flush()
                 if hook is not None:
                     hook(rec, edges, transport)
-                if progress:
+                if progress and rec.get("stage") == "initial_pruning":
+                    log.info("initial pruning: %s passes, density %.4f, acc %.4f, wall %.0fs", rec.get("passes"),
+                             rec["density"], rec["accuracy"] or float("nan"), time.perf_counter() - t0)
+                elif progress:
                     acc = "" if rec.get("accuracy") is None else f" acc {rec['accuracy']:.4f}"
                     log.info("round %d/%d%s density %.4f results %s/%s up %.2fMB down %.2fMB wall %.0fs",
                              rec["round"] + 1, opts.rounds, acc, rec["density"], rec.get("results", "-"),
