@@ -214,6 +214,7 @@ class Coordinator:
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), reconfigured=reconfigured,
+            max_compute_s=max((x.compute_s for x in fresh), default=None),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,
             train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None)
         st.round = r + 1
