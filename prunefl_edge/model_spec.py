@@ -8,6 +8,7 @@ a flat vector of ``n`` features is ``(n, 1, 1)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ModelSpecError(ValueError):
@@ -162,12 +163,12 @@ _KINDS: dict[str, type] = {"linear": Linear, "conv2d": Conv2d, "maxpool2d": MaxP
 _PAIRS = ("kernel_size", "stride", "padding")
 
 
-def spec_to_dict(spec: ModelSpec) -> dict[str, object]:
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     """A JSON-ready description; :func:`spec_from_dict` gives an equal spec back."""
     layers = []
     for layer in spec.layers:
         kind = next(k for k, t in _KINDS.items() if isinstance(layer, t))
-        d: dict[str, object] = {"type": kind}
+        d: dict[str, Any] = {"type": kind}
         for name, value in vars(layer).items():
             d[name] = list(value) if isinstance(value, tuple) else value
         layers.append(d)
@@ -181,8 +182,9 @@ def _pos_int(v: object, what: str, lo: int = 1) -> int:
     return v
 
 
-def spec_from_dict(d: object) -> ModelSpec:
-    """The spec of :func:`spec_to_dict`'s form, checked strictly (it arrives from the network)."""
+def spec_from_dict(d: Any) -> ModelSpec:
+    """The spec of :func:`spec_to_dict`'s form, checked strictly (it arrives from the network): ModelSpecError
+    on anything else."""
     if not isinstance(d, dict) or set(d) - {"input_shape", "name", "layers", "layer_names"}:
         raise ModelSpecError("a model description is an object with input_shape, name, layers (and layer_names)")
     shape, layers, name = d.get("input_shape"), d.get("layers"), d.get("name", "model")
@@ -197,13 +199,13 @@ def spec_from_dict(d: object) -> ModelSpec:
         raise ModelSpecError("layer_names must be a list of strings")
     out: list[Layer] = []
     for i, ld in enumerate(layers):
-        if not isinstance(ld, dict) or ld.get("type") not in _KINDS:
+        if not isinstance(ld, dict) or not isinstance(ld.get("type"), str) or ld["type"] not in _KINDS:
             raise ModelSpecError(f"layer {i}: type must be one of {', '.join(_KINDS)}")
         cls = _KINDS[ld["type"]]
         allowed = set(cls.__dataclass_fields__)
         extra = set(ld) - allowed - {"type"}
         if extra:
-            raise ModelSpecError(f"layer {i} ({ld['type']}): unknown fields {sorted(extra)}")
+            raise ModelSpecError(f"layer {i} ({ld['type']}): unknown fields {sorted(map(repr, extra))}")
         kw: dict[str, object] = {}
         for f in allowed:
             if f not in ld:
