@@ -77,23 +77,9 @@ static void check_net(const netdef *d, double density, float threshold, tu_rng *
     if (!net) return;
     int64_t in_size, out_size;
     pf_net_io_sizes(net, &in_size, &out_size);
+    tu_randomize_net(r, net, 0.8f, density, threshold);
     int32_t np;
     pf_net_num_params(net, &np);
-    for (int32_t p = 0; p < np; p++) {
-        pf_param_info pi;
-        pf_net_param_info(net, p, &pi);
-        float *v = malloc((size_t)pi.size * sizeof(float));
-        tu_fill(r, v, pi.size, -0.8f, 0.8f);
-        if (pi.is_weight) {
-            uint8_t *m = malloc((size_t)pi.size);
-            tu_mask(r, m, pi.size, density);
-            CHECK(pf_net_set_mask(net, p, m, pi.size) == PF_OK, "set_mask");
-            free(m);
-            CHECK(pf_net_set_sparse_threshold(net, pi.layer, threshold) == PF_OK, "threshold");
-        }
-        CHECK(pf_net_set_param(net, p, v, pi.size) == PF_OK, "set_param");
-        free(v);
-    }
     float *x = malloc((size_t)(B * in_size) * sizeof(float));
     tu_fill(r, x, B * in_size, -1.0f, 1.0f);
     int32_t y[B];

@@ -21,24 +21,8 @@ static const int32_t PRUNABLE[] = {0, 4, 6};
 
 static pf_net *make(tu_rng *r, double density, float threshold) {
     pf_net *net = NULL;
-    pf_net_create(LAYERS, NL, C, H, W, &net, NULL, 0);
-    int32_t np;
-    pf_net_num_params(net, &np);
-    for (int32_t p = 0; p < np; p++) {
-        pf_param_info pi;
-        pf_net_param_info(net, p, &pi);
-        float *v = malloc((size_t)pi.size * sizeof(float));
-        tu_fill(r, v, pi.size, -0.5f, 0.5f);
-        if (pi.is_weight) {
-            uint8_t *m = malloc((size_t)pi.size);
-            tu_mask(r, m, pi.size, density);
-            pf_net_set_mask(net, p, m, pi.size);
-            pf_net_set_sparse_threshold(net, pi.layer, threshold);
-            free(m);
-        }
-        pf_net_set_param(net, p, v, pi.size);
-        free(v);
-    }
+    CHECK(pf_net_create(LAYERS, NL, C, H, W, &net, NULL, 0) == PF_OK, "create");
+    if (net) tu_randomize_net(r, net, 0.5f, density, threshold);
     return net;
 }
 

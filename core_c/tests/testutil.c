@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 int tu_failures = 0;
 
@@ -24,6 +25,26 @@ void tu_fill(tu_rng *r, float *x, int64_t n, float lo, float hi) {
 
 void tu_mask(tu_rng *r, uint8_t *mask, int64_t n, double density) {
     for (int64_t i = 0; i < n; i++) mask[i] = density >= 1.0 ? 1 : (tu_uniform(r, 0.0f, 1.0f) < density);
+}
+
+void tu_randomize_net(tu_rng *r, pf_net *net, float scale, double density, float threshold) {
+    int32_t np = 0;
+    CHECK(pf_net_num_params(net, &np) == PF_OK, "num_params");
+    for (int32_t p = 0; p < np; p++) {
+        pf_param_info pi;
+        CHECK(pf_net_param_info(net, p, &pi) == PF_OK, "param_info %d", p);
+        float *v = malloc((size_t)pi.size * sizeof(float));
+        tu_fill(r, v, pi.size, -scale, scale);
+        if (pi.is_weight) {
+            uint8_t *m = malloc((size_t)pi.size);
+            tu_mask(r, m, pi.size, density);
+            CHECK(pf_net_set_mask(net, p, m, pi.size) == PF_OK, "set_mask %d", p);
+            free(m);
+            CHECK(pf_net_set_sparse_threshold(net, pi.layer, threshold) == PF_OK, "threshold %d", pi.layer);
+        }
+        CHECK(pf_net_set_param(net, p, v, pi.size) == PF_OK, "set_param %d", p);
+        free(v);
+    }
 }
 
 double tu_err(const float *a, const float *b, int64_t n, double atol, double rtol) {

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "prunefl/prunefl.h"
+
 typedef struct tu_rng {
     uint64_t s;
 } tu_rng;
@@ -15,6 +17,9 @@ int32_t tu_int(tu_rng *r, int32_t n);           /* [0, n) */
 void tu_fill(tu_rng *r, float *x, int64_t n, float lo, float hi);
 /* Random mask of M x K with about density*M*K ones (exactly 0 for density 0, all for 1). */
 void tu_mask(tu_rng *r, uint8_t *mask, int64_t n, double density);
+/* Every parameter of net uniform in [-scale, scale); every weight masked with about `density` kept and its layer's
+ * sparse threshold set to `threshold`; each call CHECKed. */
+void tu_randomize_net(tu_rng *r, pf_net *net, float scale, double density, float threshold);
 /* max |a-b| / (atol + rtol*|b|) over n values: <= 1 passes */
 double tu_err(const float *a, const float *b, int64_t n, double atol, double rtol);
 
