@@ -3,31 +3,11 @@ coordinator logic that do not need the C core. Same method names and semantics a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+# the engine's own result and config types (importing the engine module does not load the C library)
+from prunefl_edge.engine import EvalResult, SGDConfig, StepResult  # noqa: F401 - re-exported
 from prunefl_edge.model_spec import Flatten, Linear, ModelSpec, ReLU
-
-
-@dataclass
-class SGDConfig:
-    lr: float
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-@dataclass
-class StepResult:
-    loss: float
-    correct: int
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    n: int
 
 
 class FakeNetwork:

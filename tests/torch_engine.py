@@ -6,33 +6,13 @@ any ModelSpec. Used to cross-check coordinator behaviour at Conv-2 scale when th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
+# the engine's own result and config types (importing the engine module does not load the C library)
+from prunefl_edge.engine import EvalResult, SGDConfig, StepResult  # noqa: F401 - re-exported
 from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
-
-
-@dataclass
-class SGDConfig:
-    lr: float
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-@dataclass
-class StepResult:
-    loss: float
-    correct: int
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    n: int
 
 
 class TorchNetwork:
