@@ -23,7 +23,6 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.cli_sim import UsageError, load_config
 from coordinator.methods import METHOD_NAMES
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState, StateError
@@ -38,10 +38,6 @@ from coordinator.state import GlobalState, StateError
 log = logging.getLogger("prunefl-coord")
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_BROKER, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
-
-
-class UsageError(ValueError):
-    pass
 
 
 @dataclass
@@ -147,24 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise UsageError(f"config file {path} does not exist") from e
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
-    known = {f.name for f in fields(CoordOptions)}
-    out = {}
-    for k, v in data.items():
-        key = k.replace("-", "_")
-        if key not in known:
-            raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
-        out[key] = v
-    return out
-
-
 def make_options(values: dict[str, Any]) -> CoordOptions:
     try:
         o = CoordOptions(**values)
@@ -181,6 +159,8 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
     for ok, msg in checks:
         if not ok:
             raise UsageError(msg)
+    if o.method in ("reinit", "random-reinit") and not o.mask_from:
+        raise UsageError(f"--method {o.method} needs --mask-from RUN_DIR (the final mask of a PruneFL run)")
     if o.spawn_edges and o.spawn_edges < o.min_clients:
         raise UsageError(f"--spawn-edges {o.spawn_edges} < --min-clients {o.min_clients}: the run would never start")
     return o
@@ -190,7 +170,7 @@ def options_from_args(argv: Sequence[str] | None) -> tuple[CoordOptions, argpars
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        values.update(load_config(args.config))
+        values.update(load_config(args.config, [f.name for f in fields(CoordOptions)]))
     for k, v in vars(args).items():
         if k in ("config", "quiet", "verbose") or v is None:
             continue

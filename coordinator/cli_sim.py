@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,8 @@ def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
     return make_options(values), bool(args.quiet)
 
 
-def load_config(path: str) -> dict[str, Any]:
+def load_config(path: str, known: Collection[str] | None = None) -> dict[str, Any]:
+    """A TOML options file: its keys (dashes or underscores) must be in ``known`` (default: SimOptions' fields)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -150,11 +151,12 @@ def load_config(path: str) -> dict[str, Any]:
         raise UsageError(f"config file {path} does not exist") from e
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}") from e
-    known = _field_types()
+    if known is None:
+        known = [k for k in _field_types() if k != "extra"]
     out = {}
     for k, v in data.items():
         key = k.replace("-", "_")
-        if key not in known or key == "extra":
+        if key not in known:
             raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
         out[key] = v
     return out

@@ -208,6 +208,8 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
     (["--rounds", "0"], 2, "--rounds must be positive"),
     (["--broker", "http://x"], 2, "mqtt://host:port"),
     (["--spawn-edges", "1", "--min-clients", "2"], 2, "would never start"),
+    (["--method", "reinit"], 2, "--mask-from"),
+    (["--config", "/nonexistent.toml"], 2, "does not exist"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, args, code, words):
     p = subprocess.run([sys.executable, "-m", "coordinator.cli_coord", "--out", str(tmp_path / "x"),
@@ -261,3 +263,12 @@ def test_a_live_coordinator_survives_10k_hostile_messages(mosquitto, tmp_path): 
     finally:
         attacker.stop()
         tr.close()
+
+
+def test_coordinator_config_file_rejects_unknown_keys(tmp_path):
+    cfg = tmp_path / "coord.toml"
+    cfg.write_text('rounds = 3\nbogus-key = 1\n')
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli_coord", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2
+    assert "unknown key 'bogus-key'" in p.stderr and "min_clients" in p.stderr
