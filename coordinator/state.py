@@ -7,16 +7,14 @@ client selections as an uninterrupted one.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from coordinator.mask_delta import MaskDelta, mask_delta
+from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
 
 STATE_FORMAT = "prunefl-coordinator-state/1"
 
@@ -73,7 +71,7 @@ class GlobalState:
                 "n_params": len(self.weights), "mask_params": sorted(self.masks),
                 "has_importance": self.importance is not None,
                 "rng": self.rng.bit_generator.state, "extra": self.extra}
-        arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        arrays: dict[str, np.ndarray] = {}
         for i, w in enumerate(self.weights):
             arrays[f"w{i}"] = w
         for p, m in self.masks.items():
@@ -81,27 +79,18 @@ class GlobalState:
         if self.importance is not None:
             for i, z in enumerate(self.importance):
                 arrays[f"z{i}"] = z
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        save_npz_atomic(path, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GlobalState:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                if meta.get("format") != STATE_FORMAT:
-                    raise StateError(f"{path}: format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
-                weights = [np.array(data[f"w{i}"], np.float32) for i in range(int(meta["n_params"]))]
-                masks = {int(p): np.array(data[f"m{p}"], bool) for p in meta["mask_params"]}
-                imp = ([np.array(data[f"z{i}"]) for i in range(len(weights))] if meta["has_importance"] else None)
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            meta, data = load_npz_with_meta(path)
+            if meta.get("format") != STATE_FORMAT:
+                raise StateError(f"{path}: format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+            weights = [np.array(data[f"w{i}"], np.float32) for i in range(int(meta["n_params"]))]
+            masks = {int(p): np.array(data[f"m{p}"], bool) for p in meta["mask_params"]}
+            imp = ([np.array(data[f"z{i}"]) for i in range(len(weights))] if meta["has_importance"] else None)
+        except (OSError, KeyError, ValueError) as e:
             if isinstance(e, StateError):
                 raise
             raise StateError(f"{path}: not a readable coordinator state ({e})") from e

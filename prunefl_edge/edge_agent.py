@@ -32,6 +32,7 @@ import numpy as np
 from coordinator.messages import Task
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.model_spec import ModelSpec, ModelSpecError, spec_from_dict
+from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_edge.protocol.chunks import Reassembler, split_message
 from prunefl_edge.protocol.mqtt_client import MqttClient
 from prunefl_edge.protocol.topics import Topics
@@ -50,6 +51,7 @@ from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.npz"
+STATE_FORMAT = "prunefl-edge-state/1"
 SOFTWARE = "prunefl-edge 0.1.0"
 
 
@@ -85,6 +87,7 @@ class EdgeAgent:
         self._seen: OrderedDict[str, None] = OrderedDict()  # message ids of executed tasks (duplicates)
         self.trainer: Trainer | None = None
         self._model_key: str | None = None
+        self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
         self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
@@ -115,7 +118,7 @@ class EdgeAgent:
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def run(self, connect_wait_s: float | None = None) -> None:
-        self._restore_pending()
+        self._read_saved_state()
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -250,14 +253,7 @@ class EdgeAgent:
         if self.trainer is None:
             return
         meta, arrays = self.trainer.state_dict()
-        meta = {**meta, "model_key": self._model_key, "format": "prunefl-edge-state/1"}
-        path = self._state_path()
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_npz_atomic(self._state_path(), {**meta, "model_key": self._model_key, "format": STATE_FORMAT}, arrays)
         self.write_status_file()
 
     def write_status_file(self) -> None:
@@ -266,32 +262,32 @@ class EdgeAgent:
         tmp.write_text(json.dumps(self.info(), indent=1))
         os.replace(tmp, self.state_dir / "status.json")
 
-    def _restore_pending(self) -> None:
-        """Check the saved state is readable now (it is applied when the model is known)."""
+    def _read_saved_state(self) -> None:
+        """Read the saved state once, at start (it is applied when the first task names the model); an
+        unreadable file is moved aside."""
         p = self._state_path()
-        if p.exists():
-            try:
-                with np.load(p, allow_pickle=False) as d:
-                    meta = json.loads(bytes(d["meta"]).decode())
-                log.info("saved state found: mask version %s (model %s)", meta.get("mask_version"),
-                         meta.get("model_key"))
-            except (OSError, ValueError, KeyError) as e:
-                bad = p.with_name(p.name + ".corrupt")
-                os.replace(p, bad)
-                log.warning("saved state %s unreadable (%s): moved to %s, starting fresh", p, e, bad)
-
-    def _load_state(self, key: str) -> None:
-        p = self._state_path()
-        if self.trainer is None or not p.exists():
+        if not p.exists():
             return
         try:
-            with np.load(p, allow_pickle=False) as d:
-                meta = json.loads(bytes(d["meta"]).decode())
-                if meta.get("model_key") != key:
-                    log.info("saved state is for another model: not used")
-                    return
-                arrays = {k: np.array(d[k]) for k in d.files if k != "meta"}
+            self._saved = load_npz_with_meta(p)
+        except (OSError, ValueError, KeyError) as e:
+            bad = p.with_name(p.name + ".corrupt")
+            os.replace(p, bad)
+            log.warning("saved state %s unreadable (%s): moved to %s, starting fresh", p, e, bad)
+            return
+        log.info("saved state found: mask version %s (model %s)", self._saved[0].get("mask_version"),
+                 self._saved[0].get("model_key"))
+
+    def _load_state(self, key: str) -> None:
+        saved, self._saved = self._saved, None  # only the state of before this start is worth resuming
+        if self.trainer is None or saved is None:
+            return
+        meta, arrays = saved
+        if meta.get("model_key") != key:
+            log.info("saved state is for another model: not used")
+            return
+        try:
             self.trainer.load_state_dict(meta, arrays)
             log.info("resumed: mask version %d", self.trainer.mask_version)
-        except (OSError, ValueError, KeyError, TaskError) as e:
+        except (ValueError, KeyError, TaskError) as e:
             log.warning("saved state not usable (%s): starting from the coordinator's next full mask", e)
