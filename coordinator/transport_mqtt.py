@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from coordinator.messages import InitialPruneResult, Task, TrainResult
 from coordinator.transport import ClientFailure, Gathered, Transport
 from prunefl_edge.protocol.chunks import Reassembler, split_message
 from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
+from prunefl_edge.protocol.recent import RecentIds
 from prunefl_edge.protocol.topics import Topics
 from prunefl_edge.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
 
@@ -54,7 +54,7 @@ class MqttTransport(Transport):
         self._changed = threading.Condition(self._lock)
         self._results: queue.Queue[tuple[str, Decoded]] = queue.Queue()
         self._reasm = Reassembler(self.limits)
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen = RecentIds(4096)  # result message ids: a redelivery is dropped, never aggregated twice
         self.rejected_messages = 0
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -119,12 +119,9 @@ class MqttTransport(Transport):
             self._reject(topic, f"a {msg.header.kind.name} message on a result topic")
             return
         with self._lock:
-            if msg.header.msg_id in self._seen:
+            if not self._seen.add(msg.header.msg_id):
                 log.info("duplicate delivery of %s from %s dropped", msg.header.msg_id, edge)
                 return
-            self._seen[msg.header.msg_id] = None
-            while len(self._seen) > 4096:
-                self._seen.popitem(last=False)
         self._results.put((edge, msg))
 
     # ---- Transport -------------------------------------------------------------------------------------

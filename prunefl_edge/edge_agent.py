@@ -35,6 +35,7 @@ from prunefl_edge.model_spec import ModelSpec, ModelSpecError, spec_from_dict
 from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_edge.protocol.chunks import Reassembler, split_message
 from prunefl_edge.protocol.mqtt_client import MqttClient
+from prunefl_edge.protocol.recent import RecentIds
 from prunefl_edge.protocol.topics import Topics
 from prunefl_edge.protocol.wire import (
     Decoded,
@@ -84,7 +85,7 @@ class EdgeAgent:
         self._net_factory = net_factory
         self._inbox: queue.Queue[bytes] = queue.Queue()
         self._reasm = Reassembler()
-        self._seen: OrderedDict[str, None] = OrderedDict()  # message ids of executed tasks (duplicates)
+        self._seen = RecentIds(256)  # message ids of executed tasks (duplicates)
         self.trainer: Trainer | None = None
         self._model_key: str | None = None
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
@@ -157,9 +158,7 @@ class EdgeAgent:
             log.info("task %s (round %d) delivered again: already executed", msg.header.msg_id, msg.body.round)
             return
         self._execute(msg)
-        self._seen[msg.header.msg_id] = None
-        while len(self._seen) > 256:
-            self._seen.popitem(last=False)
+        self._seen.add(msg.header.msg_id)
 
     def _ensure_trainer(self, msg: Decoded) -> Trainer:
         if msg.model is None:

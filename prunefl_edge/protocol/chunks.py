@@ -17,6 +17,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from prunefl_edge.protocol.recent import RecentIds
 from prunefl_edge.protocol.wire import (
     DEFAULT_LIMITS,
     Limits,
@@ -88,7 +89,7 @@ class Reassembler:
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_messages = max_pending_messages
         self._pending: OrderedDict[tuple[str, str], _Partial] = OrderedDict()  # oldest first
-        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._done = RecentIds(DONE_MEMORY)
         self._bytes = 0
 
     @property
@@ -148,9 +149,7 @@ class Reassembler:
         self._bytes += len(c.data) + CHUNK_BOOKKEEPING
         if len(part.parts) == part.count:
             self._drop(key)
-            self._done[key] = None
-            while len(self._done) > DONE_MEMORY:
-                self._done.popitem(last=False)
+            self._done.add(key)
             whole = b"".join(part.parts[i] for i in range(part.count))
             if len(whole) != part.total or zlib.crc32(whole) != part.crc:
                 raise ProtocolError(f"reassembled {c.header.msg_id} from {c.header.sender}: {len(whole)} bytes of "
