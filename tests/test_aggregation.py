@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.aggregation import StaleUpdateError, aggregate_results, aggregate_sparse, split_fresh
+from coordinator.aggregation import StaleUpdateError, aggregate_results, aggregate_sparse, kept_index, split_fresh
 from coordinator.messages import TrainResult, kept_values
 
 
@@ -76,3 +76,31 @@ def test_wrong_size_update_is_an_error():
     w, masks = _setup()
     with pytest.raises(ValueError, match="update has"):
         aggregate_sparse(w, masks, [([np.zeros(4, np.float32), np.zeros(2, np.float32)], 1)])
+
+
+def test_cached_index_gives_the_same_bits_and_a_float64_reference():
+    rng = np.random.default_rng(3)
+    w = [rng.standard_normal((30, 20)).astype(np.float32), rng.standard_normal(20).astype(np.float32)]
+    masks = {0: rng.random((30, 20)) < 0.3}
+    k = int(masks[0].sum())
+    ups = [([rng.standard_normal(k).astype(np.float32), rng.standard_normal(20).astype(np.float32)],
+            int(rng.integers(1, 50))) for _ in range(4)]
+    a = aggregate_sparse(w, masks, ups)
+    b = aggregate_sparse(w, masks, ups, kept_index(masks))
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    # the reference formula, written directly
+    total = sum(n for _, n in ups)
+    old = w[0][masks[0]].astype(np.float64)
+    ref = old + sum((n / total) * (v[0].astype(np.float64) - old) for v, n in ups)
+    np.testing.assert_allclose(a[0][masks[0]], ref.astype(np.float32), rtol=1e-6)
+    assert np.array_equal(a[0][~masks[0]], w[0][~masks[0]])  # pruned positions keep their value
+
+
+def test_a_non_finite_result_changes_nothing():
+    w, masks = _setup()
+    before = [x.copy() for x in w]
+    k = int(masks[0].sum())
+    good_first_bad_second = [np.full(k, np.float32(7)), np.array([1.0, np.nan], np.float32)]
+    with pytest.raises(ValueError, match="parameter 1: aggregated weights are not finite"):
+        aggregate_sparse(w, masks, [(good_first_bad_second, 1)])
+    assert all(np.array_equal(x, y) for x, y in zip(w, before))
