@@ -17,6 +17,7 @@ Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -127,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--initial-client", help="edge id for initial pruning (default: most local samples)")
     g.add_argument("--ip-max-passes", type=int, help=f"(default {d.ip_max_passes})")
     g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or final_mask.npz")
-    g.add_argument("--profile", help=f"device profile for the round-time model (default {d.profile})")
+    g.add_argument("--profile", help="device profile for the round-time model: pi4-reference (the paper's Pi "
+                                     "coefficients), a JSON file from `prunefl-edge profile`, or 'edges': the "
+                                     "slowest of the profiles the edges measured and announced "
+                                     f"(default {d.profile})")
     g.add_argument("--seed", type=int, help=f"(default {d.seed})")
     g = p.add_argument_group("run")
     g.add_argument("--out", help=f"output directory (default {d.out})")
@@ -194,6 +198,30 @@ class StopFlag:
         self.event.set()
 
 
+def edges_time_model(transport: Any, online: list[str], spec: Any, opts: CoordOptions, out: Path) -> Any:
+    """``--profile edges``: the slowest announced profile, saved in OUT so that ``--resume`` uses the same one."""
+    from coordinator.time_model import TimeModel, load_profile, slowest_announced
+
+    saved = out / "time_profile.json"
+    if opts.resume and saved.exists():
+        prof = load_profile(saved)
+        log.info("round-time model: %s (chosen when the run started)", saved)
+    else:
+        pick = slowest_announced({e: transport.client_info(e).get("profile") for e in online}, spec,
+                                 opts.local_steps)
+        if pick is None:
+            log.warning("--profile edges: none of the edges online announced a usable device profile (is "
+                        "[profile] measure = false on them?); using pi4-reference")
+            prof = load_profile("pi4-reference")
+        else:
+            eid, prof = pick
+            log.info("round-time model: edge %s's measured profile (the slowest of those announced): intercept "
+                     "%.3e s per iteration", eid, prof.intercept_s)
+            prof = dataclasses.replace(prof, name=f"edge {eid}", extra={"edge": eid})
+        prof.save(saved)
+    return TimeModel.from_profile(prof, spec, opts.local_steps)
+
+
 def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         hook: Callable[[dict[str, Any], Any, Any], None] | None = None) -> Coordinator:
     """One run; ``hook(record, local_edges, transport)`` is called after every round (tests use it to disturb
@@ -214,7 +242,8 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(opts.dataset, opts.test_fraction, opts.seed)
     spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
-    time_model = TimeModel.from_profile(load_profile(opts.profile), spec, opts.local_steps)
+    time_model = None if opts.profile == "edges" else TimeModel.from_profile(load_profile(opts.profile), spec,
+                                                                               opts.local_steps)
     sim_like = SimOptions(**{f.name: getattr(opts, f.name) for f in fields(SimOptions)
                              if hasattr(opts, f.name) and f.name not in ("extra", "out")})
     method = make_method(sim_like, spec, weights)
@@ -248,7 +277,8 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         transport.start()
         if opts.spawn_edges:
             edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
-                               opts.test_fraction, opts.seed, opts.partition, opts.edge_threads)
+                               opts.test_fraction, opts.seed, opts.partition, opts.edge_threads,
+                               measure_profile=opts.profile == "edges", model=opts.model)
             edges.start(data)
         online = transport.wait_for_clients(opts.min_clients, opts.wait_timeout)
         if len(online) < opts.min_clients:
@@ -256,6 +286,8 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                                   f"{opts.wait_timeout:.0f} s ({', '.join(online) or 'none'}): check the edges' "
                                   f"broker URL and federation ({opts.federation!r}), or lower --min-clients")
         log.info("%d edges online: %s", len(online), ", ".join(online))
+        if time_model is None:
+            time_model = edges_time_model(transport, online, spec, opts, out)
         cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
                            deadline_s=opts.deadline)

@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 
 class LocalEdges:
     def __init__(self, root: Path, broker_url: str, federation: str, n: int, dataset: str, test_fraction: float,
-                 seed: int, how: str = "iid", threads: int = 1) -> None:
+                 seed: int, how: str = "iid", threads: int = 1, measure_profile: bool = False,
+                 model: str = "conv2") -> None:
         self.root = Path(root)
         self.broker_url, self.federation, self.n = broker_url, federation, n
         self.dataset, self.test_fraction, self.seed, self.how, self.threads = dataset, test_fraction, seed, how, threads
+        self.measure_profile = measure_profile  # edges measure their device profile (of `model`) at first start
+        self.model = model
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.configs: dict[str, Path] = {}
 
@@ -50,6 +53,8 @@ class LocalEdges:
                          "state_dir": str(d / "state")},
                 "broker": {"url": self.broker_url, "keepalive": 10},
                 "data": {"path": str(d / "train.npz"), "format": "npz"},
+                "profile": {"measure": self.measure_profile,
+                            "model": str(Path(self.model).resolve()) if self.model.endswith(".onnx") else self.model},
             })
             self.configs[eid] = cfg
 

@@ -187,3 +187,27 @@ class TimeModel:
         return cls(intercept=profile.intercept_s * local_steps,
                    compute=np.asarray(per_iter, dtype=np.float64) * local_steps,
                    comm=profile.comm_s_per_weight, local_steps=local_steps)
+
+
+def slowest_announced(announced: dict[str, Any], spec: ModelSpec, local_steps: int = 5
+                      ) -> tuple[str, DeviceProfile] | None:
+    """Of the profiles edges announced (edge id -> profile JSON), the one whose dense round of ``spec`` takes
+    longest: a synchronous round waits for its slowest participant, so its coefficients are the ones that the
+    mask optimiser should trade accuracy against. Unusable profiles are logged and skipped; None if none is
+    left."""
+    best: tuple[float, str, DeviceProfile] | None = None
+    full = [p.size for p in spec.param_shapes() if p.prunable]
+    for eid, data in sorted(announced.items()):
+        if data is None:
+            continue
+        try:
+            if not isinstance(data, dict):
+                raise ProfileError("not a JSON object")
+            prof = DeviceProfile.from_json(data, f"edge {eid}'s profile")
+            t = TimeModel.from_profile(prof, spec, local_steps).round_time(full)
+        except ProfileError as e:
+            log.warning("edge %s announced an unusable device profile: %s", eid, e)
+            continue
+        if best is None or t > best[0]:
+            best = (t, eid, prof)
+    return None if best is None else (best[1], best[2])

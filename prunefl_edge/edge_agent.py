@@ -1,8 +1,9 @@
 """The edge agent (``prunefl-edge start``): one process per device, executing the coordinator's tasks with the
 C core and answering over MQTT.
 
-Life of the agent: load the local data; connect (Last Will: a retained "offline" status) and announce itself
-with a retained "online" status (samples, threads, classes, input shape, software, counters); then, for every
+Life of the agent: load the local data; measure the device profile if none is cached
+(:mod:`prunefl_edge.edge_profile`); connect (Last Will: a retained "offline" status) and announce itself with a
+retained "online" status (samples, threads, classes, input shape, software, device profile, counters); then, for every
 task on ``prunefl/<federation>/edge/<id>/task``: reassemble and decode it, build the network from the model
 the task names (once), execute it with :class:`prunefl_edge.trainer.Trainer`, publish the result (in chunks
 when large), and save the trainer's state (mask and its version, importance, batch position) atomically to
@@ -30,7 +31,10 @@ from typing import Any
 import numpy as np
 
 from coordinator.messages import Task
+from coordinator.sim_inputs import InputError
+from coordinator.time_model import DeviceProfile, ProfileError, sparse_thresholds
 from prunefl_edge.edge_config import EdgeConfig
+from prunefl_edge.edge_profile import announced, device_profile
 from prunefl_edge.model_spec import ModelSpec, ModelSpecError, spec_from_dict
 from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_edge.protocol.chunks import Reassembler, split_message
@@ -87,6 +91,7 @@ class EdgeAgent:
         self._reasm = Reassembler()
         self._seen = RecentIds(256)  # message ids of executed tasks (duplicates)
         self.trainer: Trainer | None = None
+        self.profile: DeviceProfile | None = None
         self._model_key: str | None = None
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
@@ -104,7 +109,7 @@ class EdgeAgent:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
                 "mask_version": self.trainer.mask_version if self.trainer is not None else -1,
-                **self.counters}
+                "profile": announced(self.profile), **self.counters}
 
     def _status_bytes(self, state: str) -> bytes:
         return encode_status(StatusMsg(state, self.info() if state != "offline" else {}),
@@ -120,6 +125,7 @@ class EdgeAgent:
     # ---- the loop ---------------------------------------------------------------------------------------
     def run(self, connect_wait_s: float | None = None) -> None:
         self._read_saved_state()
+        self.load_profile()
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -160,6 +166,16 @@ class EdgeAgent:
         self._execute(msg)
         self._seen.add(msg.header.msg_id)
 
+    def load_profile(self) -> None:
+        """The device profile (cached, configured or measured now). A profile that cannot be had is logged and
+        the edge runs without one: training matters more than the coordinator's time model."""
+        try:
+            self.profile = device_profile(self.cfg.profile, self.state_dir, tuple(self.x.shape[1:]),
+                                          self.num_classes, self.cfg.threads, self._net_factory)
+        except (ProfileError, InputError, ValueError, RuntimeError, OSError) as e:
+            log.error("no device profile (%s): fix [profile] in %s, or set measure = false there", e,
+                      self.cfg.source or "the config")
+
     def _ensure_trainer(self, msg: Decoded) -> Trainer:
         if msg.model is None:
             if self.trainer is None:
@@ -184,6 +200,9 @@ class EdgeAgent:
             from prunefl_edge.engine import Network
 
             net = Network(spec, threads=self.cfg.threads)
+        if self.profile is not None:  # the measured dense/sparse switch-over, when the model has those layers
+            for layer, density in sparse_thresholds(self.profile, spec).items():
+                net.set_sparse_threshold(layer, density)
         if self.trainer is not None:
             close = getattr(self.trainer.net, "close", None)
             if close is not None:

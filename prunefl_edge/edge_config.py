@@ -4,6 +4,7 @@ firmware_scripts/edge.toml.example for every key with its meaning.
     [edge]   id, federation, threads, state_dir, max_payload_bytes
     [broker] url, keepalive, ca_file, cert_file, key_file, username, password_file
     [data]   path, format, partition, num_partitions, partition_index, seed
+    [profile] measure, model, file, comm_s_per_weight
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunefl_edge.edge_profile import ProfileConfig
 from prunefl_edge.protocol.mqtt_client import BrokerConfig
 from prunefl_edge.protocol.topics import valid_id
 
@@ -45,12 +47,14 @@ class EdgeConfig:
     state_dir: str = "/var/lib/prunefl-edge"
     max_payload_bytes: int = 4 * 2**20  # larger results are sent in chunks (below the broker's packet limit)
     source: str = ""
+    profile: ProfileConfig = ProfileConfig()
 
 
 _SECTIONS = {
     "edge": {"id", "federation", "threads", "state_dir", "max_payload_bytes"},
     "broker": {"url", "keepalive", "ca_file", "cert_file", "key_file", "username", "password_file"},
     "data": {"path", "format", "partition", "num_partitions", "partition_index", "seed"},
+    "profile": {"measure", "model", "file", "comm_s_per_weight"},
 }
 
 
@@ -58,7 +62,8 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     if key not in table:
         return default
     v = table[key]
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: [{key}] must be a {names}, got {v!r}")
     return v
@@ -131,7 +136,19 @@ def load_edge_config(path: str) -> EdgeConfig:
         raise ConfigError(f"{path}: [data] partition_index must be in 0..num_partitions-1 ({index} of {n_parts})")
     dc = DataConfig(dpath, _get(data, "format", str, where), part, n_parts, index, _get(data, "seed", int, where, 0))
     return EdgeConfig(eid, fed, bc, dc, threads, _get(edge, "state_dir", str, where, "/var/lib/prunefl-edge"),
-                      payload, path)
+                      payload, path, _profile_config(doc.get("profile", {}), path))
+
+
+def _profile_config(table: dict[str, Any], path: str) -> ProfileConfig:
+    pfile = _get(table, "file", str, path)
+    if pfile is not None and not Path(pfile).is_file():
+        raise ConfigError(f"{path}: [profile] file {pfile} does not exist: measure one with `prunefl-edge profile "
+                          f"--out {pfile}`, or remove the key to measure at start")
+    comm = _get(table, "comm_s_per_weight", (int, float), path)
+    if comm is not None and not (0 <= comm < 1):
+        raise ConfigError(f"{path}: [profile] comm_s_per_weight must be seconds per weight in [0, 1), got {comm}")
+    return ProfileConfig(measure=_get(table, "measure", bool, path, True), model=_get(table, "model", str, path,
+                         "conv2"), file=pfile, comm_s_per_weight=None if comm is None else float(comm))
 
 
 def write_edge_config(path: str | Path, values: dict[str, dict[str, Any]]) -> None:

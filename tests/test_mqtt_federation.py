@@ -68,9 +68,19 @@ def test_federation_over_mosquitto(mosquitto, tmp_path):  # noqa: F811
     _check_federation(coord, tmp_path / "run")
 
 
-def test_federation_on_the_embedded_broker(tmp_path):
-    coord = run(_opts(tmp_path, "embedded"), progress=False)
-    _check_federation(coord, tmp_path / "run")
+def test_federation_on_the_embedded_broker_with_the_edges_measured_profiles(tmp_path):
+    coord = run(_opts(tmp_path, "embedded", profile="edges"), progress=False)
+    out = tmp_path / "run"
+    _check_federation(coord, out)
+    # each edge measured its device profile at start (cached in its state_dir) and announced it; the round-time
+    # model is the slowest of them, kept in OUT for --resume
+    status = _edge_status(out)
+    for eid, s in status.items():
+        assert [lp["name"] for lp in s["profile"]["layers"]] == ["fc1", "fc2", "fc3"], eid
+        assert (out / "edges" / eid / "state" / "profile.json").is_file()
+    chosen = json.loads((out / "time_profile.json").read_text())
+    assert chosen["name"].startswith("edge ")
+    assert chosen["intercept_s"] == status[chosen["extra"]["edge"]]["profile"]["intercept_s"]
 
 
 def test_an_edge_that_hangs_or_dies_mid_run_misses_rounds_and_rejoins(mosquitto, tmp_path):  # noqa: F811

@@ -1,0 +1,81 @@
+"""The edge's configuration file: what is accepted, and that everything else is a ConfigError naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prunefl_edge.edge_config import ConfigError, load_edge_config, write_edge_config
+
+BASE = {"edge": {"id": "pi-07", "federation": "lab", "threads": 2}, "broker": {"url": "mqtt://127.0.0.1:1883"},
+        "data": {"path": "digits"}}
+
+
+def _write(tmp_path: Path, **sections: dict) -> str:
+    doc = {k: dict(v) for k, v in BASE.items()}
+    for k, v in sections.items():
+        doc.setdefault(k, {}).update(v)
+    p = tmp_path / "edge.toml"
+    write_edge_config(p, doc)
+    return str(p)
+
+
+def test_a_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
+    cfg = load_edge_config(_write(tmp_path))
+    assert (cfg.id, cfg.federation, cfg.threads, cfg.state_dir) == ("pi-07", "lab", 2, "/var/lib/prunefl-edge")
+    assert cfg.profile.measure and cfg.profile.model == "conv2" and cfg.profile.file is None
+
+
+def test_the_example_file_is_a_valid_config_once_its_id_is_set(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "firmware_scripts" / "edge.toml.example").read_text()
+    p = tmp_path / "edge.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="id must be set"):
+        load_edge_config(str(p))
+    for name in ("ca.crt", "client.crt", "client.key"):  # what install.sh --credentials puts there
+        (tmp_path / name).write_text("x")
+        text = text.replace(f"/etc/prunefl-edge/tls/{name}", str(tmp_path / name))
+    p.write_text(text.replace('id = "CHANGE-ME"', 'id = "pi-01"'))
+    cfg = load_edge_config(str(p))
+    assert cfg.id == "pi-01" and cfg.broker.url.startswith("mqtts://")
+
+
+def test_profile_section(tmp_path: Path) -> None:
+    prof = tmp_path / "p.json"
+    prof.write_text("{}")
+    cfg = load_edge_config(_write(tmp_path, profile={"measure": False, "model": "mlp", "file": str(prof),
+                                                     "comm_s_per_weight": 1e-6}))
+    assert (cfg.profile.measure, cfg.profile.model, cfg.profile.file, cfg.profile.comm_s_per_weight) == (
+        False, "mlp", str(prof), 1e-6)
+
+
+@pytest.mark.parametrize("sections, words", [
+    ({"edge": {"colour": "red"}}, "unknown keys ['colour']"),
+    ({"extras": {"a": 1}}, "unknown section [extras]"),
+    ({"edge": {"threads": 0}}, "threads must be 1..256"),
+    ({"edge": {"threads": True}}, "[threads] must be a int"),
+    ({"edge": {"id": "a/b"}}, "id must be set"),
+    ({"edge": {"max_payload_bytes": 100}}, "max_payload_bytes must be >= 65536"),
+    ({"data": {"partition": "zipf"}}, "partition must be iid, dirichlet or shards"),
+    ({"data": {"num_partitions": 2, "partition_index": 2}}, "partition_index must be in"),
+    ({"broker": {"url": "http://x"}}, "[broker]"),
+    ({"broker": {"password_file": "/nonexistent/pw"}}, "password_file /nonexistent/pw"),
+    ({"profile": {"measure": "yes"}}, "[measure] must be a bool"),
+    ({"profile": {"file": "/nonexistent/profile.json"}}, "measure one with `prunefl-edge profile"),
+    ({"profile": {"comm_s_per_weight": -1.0}}, "comm_s_per_weight must be"),
+    ({"profile": {"comm_s_per_weight": True}}, "must be a int or float"),
+])
+def test_bad_configs_name_the_key(tmp_path: Path, sections: dict, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_edge_config(_write(tmp_path, **sections))
+    assert words in str(e.value)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_edge_config(str(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[edge\nid=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_edge_config(str(bad))
