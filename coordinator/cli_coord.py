@@ -60,6 +60,7 @@ class CoordOptions:
     wait_timeout: float = 600.0
     clients_per_round: int = 4
     deadline: float = 120.0
+    max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
     lr: float = 0.25
     local_steps: int = 5
     batch_size: int = 20
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clients-per-round", type=int, help=f"K of the edges online (default {d.clients_per_round})")
     g.add_argument("--deadline", type=float, help=f"seconds a round waits for results (default {d.deadline})")
     g.add_argument("--lr", type=float, help=f"(default {d.lr})")
+    g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
+                                                         "of returned minus sent values) is larger (default: no bound)")
     g.add_argument("--local-steps", type=int, help=f"(default {d.local_steps})")
     g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
     g.add_argument("--eval-every", type=int, help=f"(default {d.eval_every})")
@@ -156,6 +159,7 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
               (o.clients_per_round > 0, "--clients-per-round must be positive"), (o.lr > 0, "--lr must be positive"),
               (o.local_steps > 0, "--local-steps must be positive"), (o.batch_size > 0, "--batch-size > 0"),
               (o.eval_every > 0, "--eval-every > 0"), (o.deadline > 0, "--deadline must be positive (seconds)"),
+              (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
               (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
               (o.spawn_edges >= 0, "--spawn-edges must be >= 0"), (o.edge_threads > 0, "--edge-threads > 0"),
               (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
@@ -290,7 +294,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
             time_model = edges_time_model(transport, online, spec, opts, out)
         cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
-                           deadline_s=opts.deadline)
+                           deadline_s=opts.deadline, max_update_norm=opts.max_update_norm)
         evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)
         mode = "a" if opts.resume else "w"
         t0 = time.perf_counter()

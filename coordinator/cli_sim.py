@@ -61,6 +61,7 @@ class SimOptions:
     reconfig_interval: int = 50
     importance_window: int | None = None
     max_density: float | None = None
+    max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
     target_density: float = 0.13  # snip / imp
     imp_steps: int = 20
     initial_client: str | None = None
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
     g.add_argument("--clients-per-round", type=int, help=f"(default {d.clients_per_round})")
     g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
+                                                         "of returned minus sent values) is larger (default: no bound)")
     g.add_argument("--local-steps", type=int, help=f"local SGD steps per round (default {d.local_steps})")
     g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
     g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
@@ -171,6 +174,7 @@ def make_options(values: dict[str, Any]) -> SimOptions:
               (opts.reconfig_interval > 0, "--reconfig-interval must be positive"),
               (0 < opts.target_density <= 1, "--target-density must be in (0, 1]"),
               (opts.max_density is None or 0 < opts.max_density <= 1, "--max-density must be in (0, 1]"),
+              (opts.max_update_norm is None or opts.max_update_norm > 0, "--max-update-norm must be positive"),
               (0 < opts.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (opts.threads > 0, "--threads must be positive"),
               (opts.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}")]
@@ -265,7 +269,8 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
                      rec["bytes_up"] / 1e6, rec["bytes_down"] / 1e6, time.perf_counter() - t0)
 
     cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
-                       local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every)
+                       local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
+                       max_update_norm=opts.max_update_norm)
     coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
                              net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round,
                              sparse_thresholds=thresholds)

@@ -1,5 +1,7 @@
 """What a result must satisfy before it touches the global model: the right number of values for the mask it
-answers, float32, finite; importance dense per parameter and finite; a sane sample count.
+answers, float32, finite; importance dense per parameter and finite; a sane sample count; optionally an update
+(its values minus the weights it was sent) whose L2 norm stays within a bound, so that one client cannot drag the
+model arbitrarily far in one round (a poisoned or diverged client).
 
 A result from the network is untrusted: one bad client must cost that client its round, not the federation
 its weights. Each check returns the reason it failed (None when the result is fine).
@@ -30,14 +32,26 @@ def _values_problem(values: Sequence[np.ndarray], masks: dict[int, np.ndarray],
     return None
 
 
+def update_norm(values: Sequence[np.ndarray], sent: Sequence[np.ndarray]) -> float:
+    """L2 norm, over every parameter, of ``values - sent`` (both kept values per parameter), in float64."""
+    return float(np.sqrt(sum(float(np.sum(np.square(np.asarray(v, np.float64) - np.asarray(s, np.float64))))
+                             for v, s in zip(values, sent, strict=True))))
+
+
 def train_result_problem(r: TrainResult, masks: dict[int, np.ndarray],
-                         shapes: Sequence[tuple[int, ...]], expect_values: bool = True) -> str | None:
+                         shapes: Sequence[tuple[int, ...]], expect_values: bool = True,
+                         sent: Sequence[np.ndarray] | None = None, max_update_norm: float | None = None) -> str | None:
+    """``sent``: the kept values the client was sent; with ``max_update_norm`` the update's norm is bounded."""
     if not isinstance(r.n_samples, int) or not 0 < r.n_samples <= MAX_SAMPLES:
         return f"sample count {r.n_samples!r} is not in 1..{MAX_SAMPLES}"
     if expect_values or r.values:
         why = _values_problem(r.values, masks, shapes)
         if why is not None:
             return why
+        if max_update_norm is not None and sent is not None:
+            norm = update_norm(r.values, sent)
+            if norm > max_update_norm:
+                return f"update norm {norm:.4g} exceeds the bound {max_update_norm:.4g} (--max-update-norm)"
     if r.importance is not None:
         if len(r.importance) != len(shapes):
             return f"{len(r.importance)} importance arrays for {len(shapes)} parameters"

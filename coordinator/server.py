@@ -46,6 +46,7 @@ class ServerConfig:
     eval_every: int = 10
     deadline_s: float | None = None
     min_clients: int = 1  # a round with fewer results keeps the weights unchanged (and says so)
+    max_update_norm: float | None = None  # results whose update (L2, all parameters) is larger are not aggregated
 
 
 class Method(Protocol):
@@ -202,11 +203,14 @@ class Coordinator:
         results = [x for x in got.results if isinstance(x, TrainResult)]
         fresh, rejected = split_fresh(results, r, st.mask_version)
         expect_values = train_cfg.local_steps > 0
+        sent = self._values()  # what the clients were sent (weights and mask unchanged since run_tasks)
+        invalid = 0
         for res in list(fresh):
-            why = train_result_problem(res, st.masks, self.shapes, expect_values)
+            why = train_result_problem(res, st.masks, self.shapes, expect_values, sent, cfg.max_update_norm)
             if why is not None:
                 fresh.remove(res)
                 rejected.append((res, f"invalid: {why}"))
+                invalid += 1
                 log.warning("round %d: rejected the result of %s: %s", r, res.client_id, why)
         for res, why in rejected:
             log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
@@ -222,7 +226,7 @@ class Coordinator:
         n = sum(x.n_samples for x in fresh)
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
-            failures=len(got.failures) + len(rejected), reconfigured=reconfigured,
+            failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,
             train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None)

@@ -219,6 +219,8 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
     (["--broker", "http://x"], 2, "mqtt://host:port"),
     (["--spawn-edges", "1", "--min-clients", "2"], 2, "would never start"),
     (["--method", "reinit"], 2, "--mask-from"),
+    (["--max-update-norm", "0"], 2, "--max-update-norm must be positive"),
+    (["--profile", "/nonexistent.json"], 2, "prunefl-edge profile --out FILE"),
     (["--config", "/nonexistent.toml"], 2, "does not exist"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, args, code, words):
@@ -231,7 +233,8 @@ def test_bad_options_are_usage_errors(tmp_path, args, code, words):
 def test_a_live_coordinator_survives_10k_hostile_messages(mosquitto, tmp_path):  # noqa: F811
     from coordinator.transport_mqtt import MqttTransport
     from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
-    from prunefl_edge.protocol.wire import StatusMsg, encode_status
+    from coordinator.messages import TrainResult
+    from prunefl_edge.protocol.wire import StatusMsg, encode_result, encode_status
 
     broker = mosquitto()
     tr = MqttTransport(BrokerConfig(broker.url), "t", None)
@@ -260,10 +263,17 @@ def test_a_live_coordinator_survives_10k_hostile_messages(mosquitto, tmp_path): 
         # a status from another edge's name on edge9's topic is refused too
         attacker.publish("prunefl/t/edge/edge9/status",
                          encode_status(StatusMsg("online", {}), federation="t", sender="edge8"))
+        # and well-formed results whose sender or client id is not the topic's edge (a client speaking for another)
+        vals = [np.zeros(3, np.float32)]
+        attacker.publish("prunefl/t/edge/edge9/result",
+                         encode_result(TrainResult("edge8", 0, 0, 5, vals), federation="t", sender="edge8"))
+        attacker.publish("prunefl/t/edge/edge9/result",
+                         encode_result(TrainResult("edge8", 0, 0, 5, vals), federation="t", sender="edge9"))
         t0 = time.monotonic()
-        while tr.rejected_messages < n + 1 and time.monotonic() - t0 < 60:
+        while tr.rejected_messages < n + 3 and time.monotonic() - t0 < 60:
             time.sleep(0.05)
-        assert tr.rejected_messages >= n + 1  # every one logged and counted, none crashed the network thread
+        assert tr.rejected_messages >= n + 3  # every one logged and counted, none crashed the network thread
+        assert tr._results.empty()  # nothing reached the round loop
         assert tr.available_clients() == []
         attacker.publish("prunefl/t/edge/edge9/status", good, retain=True)
         t0 = time.monotonic()

@@ -138,3 +138,28 @@ def test_an_invalid_result_costs_its_client_the_round_not_the_weights(corrupt, c
     assert picked, "c0 was never selected"
     assert all(r["results"] < r["clients"] for r in picked)
     assert "rejected the result of c0" in caplog.text
+
+
+def _shifted(r):
+    return dataclasses.replace(r, values=[a + np.float32(100.0) for a in r.values])
+
+
+@pytest.mark.parametrize("bound", [None, 5.0])
+def test_an_update_beyond_the_norm_bound_is_rejected_and_counted(bound, caplog):
+    coord, tr = _coord(FedAvg(), rounds=4)
+    coord.config.max_update_norm = bound
+    tr.__class__ = Corrupting
+    tr.corrupt = _shifted
+    with caplog.at_level("WARNING"):
+        recs = coord.run()
+    picked = [r for r in recs if "c0" in {cid for cid, t in tr.sent if t.round == r["round"]}]
+    assert picked, "c0 was never selected"
+    biggest = float(max(np.abs(w).max() for w in coord.state.weights))
+    if bound is None:  # without a bound the shifted update drags the model along
+        assert biggest > 20 and all(r["invalid_results"] == 0 for r in recs)
+    else:  # with one: c0's results are rejected (logged, counted) and the others' honest updates pass
+        assert biggest < 5
+        assert [r["invalid_results"] for r in picked] == [1] * len(picked)
+        assert all(r["results"] == r["clients"] - 1 for r in picked)
+        assert all(r["invalid_results"] == 0 and r["results"] == r["clients"] for r in recs if r not in picked)
+        assert "exceeds the bound 5 (--max-update-norm)" in caplog.text
