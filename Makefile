@@ -5,12 +5,13 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: help deps test test-c test-py test-py-asan test-portable demo bench clean
+.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo bench clean
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo   - a PruneFL federation in one process on the bundled MNIST subset (Conv-2)"
-	@echo "make test   - the whole test suite: C (native, ASan+UBSan, aarch64 and armhf under qemu, portable) and Python"
+	@echo "make demo   - a PruneFL federation over MQTT on this machine (embedded broker, 4 edge processes, MNIST subset)"
+	@echo "make test   - the whole test suite: C (native, ASan+UBSan, valgrind, aarch64 and armhf under qemu, portable)"
+	@echo "              and Python (native, and end to end on the ASan+UBSan and portable builds)"
 	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
 
 deps:
@@ -34,6 +35,15 @@ test-c:
 	cmake --build $(BUILD)/armhf -j$(JOBS)
 	$(CTEST) --test-dir $(BUILD)/armhf
 
+# The C tests under valgrind memcheck (0 errors, no definite leaks; any defect fails): a portable build without BLAS,
+# because valgrind does not know every instruction -march=native may emit, and OpenBLAS' own threads are not ours.
+test-valgrind:
+	cmake -S . -B $(BUILD)/valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPF_NATIVE=OFF -DPF_USE_BLAS=OFF >/dev/null
+	cmake --build $(BUILD)/valgrind -j$(JOBS)
+	cd $(BUILD)/valgrind && ctest --output-on-failure --timeout 1800 -T memcheck \
+	    --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	    --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --track-origins=yes"
+
 # Python: lint, then pytest against the library of the native build above (the pip-installed package is
 # checked by tests/test_build.py).
 test-py:
@@ -42,13 +52,15 @@ test-py:
 	    $(PY) -m pytest -q -p no:cacheprovider tests
 
 # The Python end-to-end tests again, on the ASan+UBSan build of the core (the sanitizer runtimes preloaded into
-# Python; leak checking off because CPython itself keeps memory until exit).
+# Python; leak checking off because CPython itself keeps memory until exit): training, ONNX, and whole federations
+# over Mosquitto whose edge processes inherit the preload and the library.
 SAN_RT := $(shell gcc -print-file-name=libasan.so):$(shell gcc -print-file-name=libubsan.so)
 test-py-asan:
 	LD_PRELOAD=$(SAN_RT) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 \
 	    PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/asan/libprunefl.so \
 	    $(PY) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_train_digits.py \
-	    tests/test_onnx.py -k "not torch_exported"
+	    tests/test_onnx.py tests/test_mqtt_federation.py \
+	    -k "not torch_exported and (not mqtt_federation or federation_over_mosquitto or killed_and_resumed)"
 
 # The portable build (PF_NATIVE=OFF): what `pip install . -C cmake.define.PF_NATIVE=OFF` ships to other CPUs of the
 # same architecture, and what an x86-64 without AVX gets from a native build. Last, so that a failure here does not
@@ -60,7 +72,7 @@ test-portable:
 	PRUNEFL_EDGE_LIB=$(CURDIR)/$(BUILD)/portable/libprunefl.so \
 	    $(PY) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_engine_torch.py tests/test_train_digits.py
 
-test: deps test-c test-py test-py-asan test-portable
+test: deps test-c test-valgrind test-py test-py-asan test-portable
 
 demo: deps
 	$(VENV)/bin/prunefl-coord --broker embedded --spawn-edges 4 --min-clients 4 --clients-per-round 4 \

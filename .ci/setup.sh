@@ -25,7 +25,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 
-need=(cmake gcc aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm mosquitto openssl shellcheck)
+need=(cmake gcc aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64 qemu-arm mosquitto openssl shellcheck valgrind)
 for tool in "${need[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
         echo "setup: '$tool' is missing. Install the Debian packages: sudo apt-get install ${DEB_PACKAGES[*]}" >&2
