@@ -2,7 +2,9 @@
 
 What a fleet relies on: TLS with the generated certificates works; plain TCP on the TLS listener does not; an edge
 can neither publish as another edge nor read another edge's tasks nor take over its session; clients the CA does not
-know (another CA's certificate, no certificate, a revoked or rotated-out certificate, a wrong password) are refused.
+know (another CA's certificate, no certificate, a revoked or rotated-out certificate, a wrong password) are refused;
+and a whole federation (prunefl-coord and prunefl-edge processes with their generated credentials) runs through it
+without a single ACL denial.
 Every "does not arrive" is checked against a control message sent after it on the same path, so no test waits on a
 fixed sleep. Mosquitto and openssl missing is a failure, not a skip.
 """
@@ -359,3 +361,66 @@ def test_revocation_takes_effect_on_reload(tools, tmp_path: Path, clients: list[
         time.sleep(0.2)
         assert b.messages.empty()
         assert refused(clients, fleet, Client(EDGE_B, kept))
+
+
+def test_a_whole_federation_runs_through_the_provisioned_tls_broker(tools, tmp_path: Path) -> None:
+    """The real programs on the real config: prunefl-coord with the coordinator's certificate and three
+    prunefl-edge processes with their own, through Mosquitto with provision_broker.sh's TLS listener and ACL. The
+    ACL must allow everything the protocol does (retained statuses, Last Will, tasks, chunked results) and the
+    run must finish with every edge's results aggregated."""
+    import json
+
+    from coordinator.cli_coord import CoordOptions, run
+    from coordinator.local_federation import LocalEdges
+    from coordinator.sim_inputs import load_data
+    from prunefl_edge.edge_config import write_edge_config
+
+    edges_ids = ["edge0", "edge1", "edge2"]
+    port = free_port()
+    pki = tmp_path / "pki"
+    provision("init", "--dir", str(pki), "--federation", FED, "--edges", ",".join(edges_ids), "--port", str(port),
+              "--bind", "127.0.0.1")
+    conf = (pki / "broker" / "mosquitto.conf").read_text()
+    url = f"mqtts://127.0.0.1:{port}"
+    with running_mosquitto(tmp_path / "broker", conf, port=port) as broker:
+        edges = LocalEdges(tmp_path / "edges", url, FED, 3, "digits", 0.2, 0)
+        edges.prepare(load_data("digits", 0.2, 0))
+        for eid in edges_ids:  # each edge's config names its own credentials from the provisioning directory
+            c, d = pki / "clients" / eid, tmp_path / "edges" / eid
+            write_edge_config(edges.configs[eid], {
+                "edge": {"id": eid, "federation": FED, "state_dir": str(d / "state")},
+                "broker": {"url": url, "keepalive": 10, "ca_file": str(c / "ca.crt"),
+                           "cert_file": str(c / "client.crt"), "key_file": str(c / "client.key")},
+                "data": {"path": str(d / "train.npz"), "format": "npz"},
+                "profile": {"measure": False},
+            })
+            edges.start_edge(eid)
+        try:
+            co = pki / "clients" / COORD
+            out = tmp_path / "run"
+            coord = run(CoordOptions(
+                broker=url, ca_file=str(co / "ca.crt"), cert_file=str(co / "client.crt"),
+                key_file=str(co / "client.key"), client_id=COORD, federation=FED, dataset="digits", model="mlp",
+                method="prunefl", rounds=6, min_clients=3, wait_timeout=60, clients_per_round=3, deadline=30,
+                lr=0.1, eval_every=3, reconfig_interval=3, ip_max_passes=3, max_payload_bytes=65536,
+                out=str(out), report=False, export_onnx=False), progress=False)
+        finally:
+            edges.stop()
+        recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in recs if r["stage"] == "train"]
+        assert [r["round"] for r in train] == list(range(6))
+        assert all(r["results"] == 3 and r["failures"] == 0 for r in train)
+        assert coord.state.mask_version >= 2 and coord.transport.rejected_messages == 0
+        log = broker.log()
+        assert "denied" not in log.lower(), log[-3000:]  # the ACL allowed all the protocol needs
+        # control: the same log does show a denial when an edge oversteps
+        rogue = Client("edge0", pki / "clients" / "edge0")
+        try:
+            assert rogue.connect(broker)
+            rogue.publish(f"prunefl/{FED}/edge/edge1/result", b"x")
+            t0 = time.monotonic()
+            while "denied" not in broker.log().lower() and time.monotonic() - t0 < TIMEOUT:
+                time.sleep(0.05)
+            assert "denied publish" in broker.log().lower()
+        finally:
+            rogue.close()
