@@ -25,14 +25,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coordinator.cli_sim import UsageError, load_config
-from coordinator.methods import METHOD_NAMES
+from coordinator.run_options import (
+    RunOptions,
+    UsageError,
+    add_run_arguments,
+    check_run_options,
+    given_values,
+    option_names,
+)
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState, StateError
 
@@ -42,7 +48,13 @@ EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_BROKER, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 
 @dataclass
-class CoordOptions:
+class CoordOptions(RunOptions):
+    """A federation over MQTT: the shared run options (their coordinator defaults below) and the broker's."""
+
+    rounds: int = 60
+    clients_per_round: int = 4
+    reconfig_interval: int = 10
+    out: str | None = "runs/coord"
     broker: str = "embedded"
     federation: str = "default"
     client_id: str = "coordinator"
@@ -51,39 +63,14 @@ class CoordOptions:
     key_file: str | None = None
     username: str | None = None
     password_file: str | None = None
-    dataset: str = "mnist5k"  # held-out evaluation data (its test split) and the model's input shape/classes
-    test_fraction: float = 0.2
-    model: str = "conv2"
-    method: str = "prunefl"
-    rounds: int = 60
+    max_payload_bytes: int = 4 * 2**20
     min_clients: int = 2
     wait_timeout: float = 600.0
-    clients_per_round: int = 4
     deadline: float = 120.0
-    max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
-    lr: float = 0.25
-    local_steps: int = 5
-    batch_size: int = 20
-    eval_every: int = 10
-    reconfig_interval: int = 10
-    importance_window: int | None = None
-    max_density: float | None = None
-    target_density: float = 0.13
-    imp_steps: int = 20
-    initial_client: str | None = None
-    ip_max_passes: int = 1000
-    mask_from: str | None = None
-    profile: str = "pi4-reference"
-    seed: int = 0
-    threads: int = 1  # evaluation network threads
-    max_payload_bytes: int = 4 * 2**20
     spawn_edges: int = 0  # --broker embedded / local broker: start this many prunefl-edge processes here
     edge_threads: int = 1
     partition: str = "iid"
-    out: str = "runs/coord"
     resume: bool = False
-    report: bool = True
-    export_onnx: bool = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prunefl-coord", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--config", help="TOML file whose keys are these options (dashes or underscores); flags win")
     g = p.add_argument_group("broker")
     g.add_argument("--broker", help=f"mqtt://host:port, mqtts://host:port, or embedded (default {d.broker})")
     g.add_argument("--federation", help=f"topic namespace prunefl/<federation>/ (default {d.federation})")
@@ -103,49 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--password-file", help="file holding the broker password")
     g.add_argument("--max-payload-bytes", type=int,
                    help=f"larger tasks go in chunks (default {d.max_payload_bytes})")
-    g = p.add_argument_group("model and evaluation")
-    g.add_argument("--dataset", help=f"held-out evaluation data: mnist5k, digits or a path (default {d.dataset})")
-    g.add_argument("--test-fraction", type=float, help=f"held out when the data has no test split "
-                                                       f"(default {d.test_fraction})")
-    g.add_argument("--model", help=f"conv2, mlp, vgg11 or a .onnx file (default {d.model})")
-    g.add_argument("--threads", type=int, help=f"C core threads for evaluation (default {d.threads})")
-    g = p.add_argument_group("federation")
-    g.add_argument("--method", choices=METHOD_NAMES, help=f"(default {d.method})")
-    g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
+    groups = add_run_arguments(
+        p, d, data_title="model and evaluation",
+        dataset_help="held-out evaluation data: mnist5k, digits or a path",
+        threads_help="C core threads for evaluation",
+        profile_help="device profile for the round-time model: pi4-reference (the paper's Pi coefficients), a JSON "
+                     "file from `prunefl-edge profile`, or 'edges': the slowest of the profiles the edges measured and "
+                     "announced",
+        out_help=f"output directory (default {d.out})")
+    g = groups["federation"]
     g.add_argument("--min-clients", type=int, help=f"edges online before starting (default {d.min_clients})")
     g.add_argument("--wait-timeout", type=float, help=f"seconds to wait for them (default {d.wait_timeout})")
-    g.add_argument("--clients-per-round", type=int, help=f"K of the edges online (default {d.clients_per_round})")
     g.add_argument("--deadline", type=float, help=f"seconds a round waits for results (default {d.deadline})")
-    g.add_argument("--lr", type=float, help=f"(default {d.lr})")
-    g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
-                                                         "of returned minus sent values) is larger (default: no bound)")
-    g.add_argument("--local-steps", type=int, help=f"(default {d.local_steps})")
-    g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
-    g.add_argument("--eval-every", type=int, help=f"(default {d.eval_every})")
-    g = p.add_argument_group("pruning")
-    g.add_argument("--reconfig-interval", type=int, help=f"(default {d.reconfig_interval})")
-    g.add_argument("--importance-window", type=int)
-    g.add_argument("--max-density", type=float)
-    g.add_argument("--target-density", type=float, help=f"snip / imp (default {d.target_density})")
-    g.add_argument("--imp-steps", type=int)
-    g.add_argument("--initial-client", help="edge id for initial pruning (default: most local samples)")
-    g.add_argument("--ip-max-passes", type=int, help=f"(default {d.ip_max_passes})")
-    g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or final_mask.npz")
-    g.add_argument("--profile", help="device profile for the round-time model: pi4-reference (the paper's Pi "
-                                     "coefficients), a JSON file from `prunefl-edge profile`, or 'edges': the "
-                                     "slowest of the profiles the edges measured and announced "
-                                     f"(default {d.profile})")
-    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
-    g = p.add_argument_group("run")
-    g.add_argument("--out", help=f"output directory (default {d.out})")
+    g = groups["run"]
     g.add_argument("--resume", action="store_const", const=True, help="continue from OUT/checkpoint.npz")
     g.add_argument("--spawn-edges", type=int, help="start this many prunefl-edge processes on this machine, each "
                                                    "with an iid part of --dataset's training split (default 0)")
     g.add_argument("--edge-threads", type=int, help=f"threads per spawned edge (default {d.edge_threads})")
     g.add_argument("--partition", choices=("iid", "dirichlet", "shards"), help="spawned edges' data split")
-    g.add_argument("--no-report", dest="report", action="store_const", const=False)
-    g.add_argument("--no-onnx", dest="export_onnx", action="store_const", const=False)
-    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -155,20 +116,12 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
         o = CoordOptions(**values)
     except TypeError as e:
         raise UsageError(str(e)) from e
-    checks = [(o.rounds > 0, "--rounds must be positive"), (o.min_clients > 0, "--min-clients must be positive"),
-              (o.clients_per_round > 0, "--clients-per-round must be positive"), (o.lr > 0, "--lr must be positive"),
-              (o.local_steps > 0, "--local-steps must be positive"), (o.batch_size > 0, "--batch-size > 0"),
-              (o.eval_every > 0, "--eval-every > 0"), (o.deadline > 0, "--deadline must be positive (seconds)"),
-              (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
-              (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
-              (o.spawn_edges >= 0, "--spawn-edges must be >= 0"), (o.edge_threads > 0, "--edge-threads > 0"),
-              (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
-              (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}")]
-    for ok, msg in checks:
-        if not ok:
-            raise UsageError(msg)
-    if o.method in ("reinit", "random-reinit") and not o.mask_from:
-        raise UsageError(f"--method {o.method} needs --mask-from RUN_DIR (the final mask of a PruneFL run)")
+    check_run_options(o, [(o.min_clients > 0, "--min-clients must be positive"),
+                          (o.deadline > 0, "--deadline must be positive (seconds)"),
+                          (o.spawn_edges >= 0, "--spawn-edges must be >= 0"),
+                          (o.edge_threads > 0, "--edge-threads > 0"),
+                          (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
+                          (bool(o.out), "--out must name a directory")])
     if o.spawn_edges and o.spawn_edges < o.min_clients:
         raise UsageError(f"--spawn-edges {o.spawn_edges} < --min-clients {o.min_clients}: the run would never start")
     return o
@@ -176,14 +129,7 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
 
 def options_from_args(argv: Sequence[str] | None) -> tuple[CoordOptions, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(load_config(args.config, [f.name for f in fields(CoordOptions)]))
-    for k, v in vars(args).items():
-        if k in ("config", "quiet", "verbose") or v is None:
-            continue
-        values[k] = v
-    return make_options(values), args
+    return make_options(given_values(args, option_names(CoordOptions))), args
 
 
 class StopFlag:
@@ -230,7 +176,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         hook: Callable[[dict[str, Any], Any, Any], None] | None = None) -> Coordinator:
     """One run; ``hook(record, local_edges, transport)`` is called after every round (tests use it to disturb
     the run)."""
-    from coordinator.cli_sim import SimOptions, make_method, write_outputs
+    from coordinator.cli_sim import make_method, write_outputs
     from coordinator.embedded_broker import EmbeddedBroker
     from coordinator.local_federation import LocalEdges
     from coordinator.sim_inputs import load_data, load_model
@@ -248,9 +194,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
     time_model = None if opts.profile == "edges" else TimeModel.from_profile(load_profile(opts.profile), spec,
                                                                                opts.local_steps)
-    sim_like = SimOptions(**{f.name: getattr(opts, f.name) for f in fields(SimOptions)
-                             if hasattr(opts, f.name) and f.name not in ("extra", "out")})
-    method = make_method(sim_like, spec, weights)
+    method = make_method(opts, spec, weights)
     ckpt = out / "checkpoint.npz"
     if opts.resume:
         if not ckpt.exists():
@@ -324,7 +268,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                 state.save(ckpt)
         if stop.event.is_set() and state.round < cfg.rounds:
             log.warning("stopped after round %d of %d; `--resume` continues from %s", state.round, cfg.rounds, ckpt)
-        write_outputs(sim_like, coord, spec, out, title=f"prunefl-coord: {opts.method} over MQTT")
+        write_outputs(opts, coord, spec, out, title=f"prunefl-coord: {opts.method} over MQTT")
         summary = json.loads((out / "summary.json").read_text())
         summary.update({"transport": {"broker": opts.broker, "federation": opts.federation,
                                       "rejected_messages": transport.rejected_messages,

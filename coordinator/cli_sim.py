@@ -16,16 +16,23 @@ import json
 import logging
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coordinator.methods import METHOD_NAMES, FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
+from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.report import write_report
+from coordinator.run_options import (
+    RunOptions,
+    UsageError,
+    add_run_arguments,
+    check_run_options,
+    given_values,
+    option_names,
+)
 from coordinator.server import Coordinator, Method, ServerConfig
 from coordinator.simulation import build_simulation
 from coordinator.time_model import ProfileError, TimeModel, load_profile, sparse_thresholds
@@ -36,49 +43,16 @@ log = logging.getLogger("prunefl-sim")
 EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
-class UsageError(ValueError):
-    """Bad flags or configuration (exit 2)."""
-
-
 @dataclass
-class SimOptions:
+class SimOptions(RunOptions):
     """Everything a simulation run needs; the flags and the TOML keys are these field names."""
 
-    dataset: str = "mnist5k"
-    model: str = "conv2"
     clients: int = 10
     partition: str = "dirichlet"
     alpha: float = 0.5
     shards_per_client: int = 2
-    test_fraction: float = 0.2
-    method: str = "prunefl"
-    rounds: int = 200
-    clients_per_round: int = 10
-    lr: float = 0.25
-    local_steps: int = 5
-    batch_size: int = 20
-    eval_every: int = 10
-    reconfig_interval: int = 50
-    importance_window: int | None = None
-    max_density: float | None = None
-    max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
-    target_density: float = 0.13  # snip / imp
-    imp_steps: int = 20
-    initial_client: str | None = None
-    ip_max_passes: int = 1000
-    mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
-    profile: str = "pi4-reference"
     engine_profile: str | None = None  # a profile measured on THIS machine: its switch-over densities are used
-    seed: int = 0
-    threads: int = 1
-    out: str | None = None
-    report: bool = True
-    export_onnx: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _field_types() -> dict[str, Any]:
-    return {f.name: f.type for f in fields(SimOptions)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,103 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prunefl-sim", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Exit codes: 0 ok, 2 usage/config error, 3 data/model error, 130 interrupted.")
-    p.add_argument("--config", help="TOML file whose keys are these options (dashes or underscores); flags win")
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", help=f"mnist5k, digits, or a data file/directory (default {d.dataset})")
-    g.add_argument("--model", help=f"conv2, mlp, vgg11 or a .onnx file (default {d.model})")
+    groups = add_run_arguments(
+        p, d, data_title="data and model", dataset_help="mnist5k, digits, or a data file/directory",
+        threads_help="C core threads per network",
+        profile_help="device profile for simulated time: pi4-reference or a JSON file from `prunefl-edge profile`",
+        out_help="output directory (metrics.jsonl, final model, report); default: none")
+    g = groups["data"]
     g.add_argument("--clients", type=int, help=f"number of simulated clients (default {d.clients})")
     g.add_argument("--partition", choices=("iid", "dirichlet", "shards", "natural"),
                    help=f"how the training data is split (default {d.partition})")
     g.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default {d.alpha})")
     g.add_argument("--shards-per-client", type=int, help=f"shards partition (default {d.shards_per_client})")
-    g.add_argument("--test-fraction", type=float, help=f"held-out fraction when the data has no test split "
-                                                       f"(default {d.test_fraction})")
-    g = p.add_argument_group("federation")
-    g.add_argument("--method", choices=METHOD_NAMES, help=f"(default {d.method})")
-    g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
-    g.add_argument("--clients-per-round", type=int, help=f"(default {d.clients_per_round})")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
-    g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
-                                                         "of returned minus sent values) is larger (default: no bound)")
-    g.add_argument("--local-steps", type=int, help=f"local SGD steps per round (default {d.local_steps})")
-    g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
-    g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
-    g = p.add_argument_group("pruning")
-    g.add_argument("--reconfig-interval", type=int, help=f"rounds between reconfigurations (default "
-                                                         f"{d.reconfig_interval})")
-    g.add_argument("--importance-window", type=int, help="rounds before a reconfiguration in which clients "
-                                                         "accumulate importance (default: the whole interval)")
-    g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
-    g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
-    g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
-    g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
-    g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
-    g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
-    g = p.add_argument_group("run")
-    g.add_argument("--profile", help=f"device profile: pi4-reference or a JSON file from `prunefl-edge profile` "
-                                     f"(default {d.profile})")
-    g.add_argument("--engine-profile", help="a profile measured on this machine (`prunefl-edge profile`) whose "
-                                            "dense/sparse switch-over densities the simulated clients use (wall "
-                                            "time only; simulated time comes from --profile)")
-    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
-    g.add_argument("--threads", type=int, help=f"C core threads per network (default {d.threads})")
-    g.add_argument("--out", help="output directory (metrics.jsonl, final model, report); default: none")
-    g.add_argument("--no-report", dest="report", action="store_const", const=False, help="skip report.html")
-    g.add_argument("--no-onnx", dest="export_onnx", action="store_const", const=False, help="skip model.onnx")
-    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    groups["run"].add_argument("--engine-profile", help="a profile measured on this machine (`prunefl-edge "
+                               "profile`) whose dense/sparse switch-over densities the simulated clients use (wall "
+                               "time only; simulated time comes from --profile)")
     return p
 
 
 def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
     args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(load_config(args.config))
-    for k, v in vars(args).items():
-        if k in ("config", "quiet") or v is None:
-            continue
-        values[k] = v
-    return make_options(values), bool(args.quiet)
-
-
-def load_config(path: str, known: Collection[str] | None = None) -> dict[str, Any]:
-    """A TOML options file: its keys (dashes or underscores) must be in ``known`` (default: SimOptions' fields)."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise UsageError(f"config file {path} does not exist") from e
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
-    if known is None:
-        known = [k for k in _field_types() if k != "extra"]
-    out = {}
-    for k, v in data.items():
-        key = k.replace("-", "_")
-        if key not in known:
-            raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
-        out[key] = v
-    return out
+    return make_options(given_values(args, option_names(SimOptions))), bool(args.quiet)
 
 
 def make_options(values: dict[str, Any]) -> SimOptions:
-    opts = SimOptions(**values)
-    checks = [(opts.clients > 0, "--clients must be positive"), (opts.rounds > 0, "--rounds must be positive"),
-              (opts.clients_per_round > 0, "--clients-per-round must be positive"),
-              (opts.lr > 0, "--lr must be positive"), (opts.local_steps > 0, "--local-steps must be positive"),
-              (opts.batch_size > 0, "--batch-size must be positive"), (opts.eval_every > 0, "--eval-every > 0"),
-              (opts.reconfig_interval > 0, "--reconfig-interval must be positive"),
-              (0 < opts.target_density <= 1, "--target-density must be in (0, 1]"),
-              (opts.max_density is None or 0 < opts.max_density <= 1, "--max-density must be in (0, 1]"),
-              (opts.max_update_norm is None or opts.max_update_norm > 0, "--max-update-norm must be positive"),
-              (0 < opts.test_fraction < 1, "--test-fraction must be in (0, 1)"),
-              (opts.threads > 0, "--threads must be positive"),
-              (opts.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}")]
-    for ok, msg in checks:
-        if not ok:
-            raise UsageError(msg)
-    if opts.method in ("reinit", "random-reinit") and not opts.mask_from:
-        raise UsageError(f"--method {opts.method} needs --mask-from RUN_DIR (the final mask of a PruneFL run)")
+    try:
+        opts = SimOptions(**values)
+    except TypeError as e:
+        raise UsageError(str(e)) from e
+    check_run_options(opts, [(opts.clients > 0, "--clients must be positive")])
     return opts
 
 
@@ -197,7 +102,7 @@ def load_mask_file(path: str) -> dict[int, np.ndarray]:
         raise UsageError(f"--mask-from {path}: cannot read a mask file ({e})") from e
 
 
-def make_method(opts: SimOptions, spec: ModelSpec, init: list[np.ndarray]) -> Method:
+def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Method:
     """The method object; ``init`` is the run's initial weights (reinit restarts from them)."""
     m = opts.method
     if m in ("prunefl", "adaptive-only"):
@@ -285,7 +190,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     return SimResult(coord.records, coord, out)
 
 
-def write_outputs(opts: SimOptions, coord: Coordinator, spec: ModelSpec, out: Path,
+def write_outputs(opts: RunOptions, coord: Coordinator, spec: ModelSpec, out: Path,
                   title: str | None = None) -> None:
     from coordinator.sim_inputs import export_model
 

@@ -231,9 +231,9 @@ def test_bad_options_are_usage_errors(tmp_path, args, code, words):
 
 
 def test_a_live_coordinator_survives_10k_hostile_messages(mosquitto, tmp_path):  # noqa: F811
+    from coordinator.messages import TrainResult
     from coordinator.transport_mqtt import MqttTransport
     from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
-    from coordinator.messages import TrainResult
     from prunefl_edge.protocol.wire import StatusMsg, encode_result, encode_status
 
     broker = mosquitto()

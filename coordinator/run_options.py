@@ -1,0 +1,145 @@
+"""The options a run of PruneFL takes, whether simulated (``prunefl-sim``) or over MQTT (``prunefl-coord``): the
+data and model evaluated against, the method, rounds, local SGD, pruning, the round-time model and the outputs.
+
+Each command line extends :class:`RunOptions` with its own fields (and its own defaults where they differ), adds
+the shared flags with :func:`add_run_arguments`, reads a TOML file of the same keys with :func:`load_config` and
+checks values with :func:`check_run_options`, so that a flag means the same in both and is defined once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from coordinator.methods import METHOD_NAMES
+
+
+class UsageError(ValueError):
+    """Bad flags or configuration (exit 2)."""
+
+
+@dataclass
+class RunOptions:
+    dataset: str = "mnist5k"  # the simulator's clients' data; the coordinator evaluates on its held-out part
+    test_fraction: float = 0.2
+    model: str = "conv2"
+    method: str = "prunefl"
+    rounds: int = 200
+    clients_per_round: int = 10
+    lr: float = 0.25
+    max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
+    local_steps: int = 5
+    batch_size: int = 20
+    eval_every: int = 10
+    reconfig_interval: int = 50
+    importance_window: int | None = None
+    max_density: float | None = None
+    target_density: float = 0.13  # snip / imp
+    imp_steps: int = 20
+    initial_client: str | None = None
+    ip_max_passes: int = 1000
+    mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
+    profile: str = "pi4-reference"
+    seed: int = 0
+    threads: int = 1
+    out: str | None = None
+    report: bool = True
+    export_onnx: bool = True
+
+
+def option_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.name != "extra"]
+
+
+def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: str, dataset_help: str,
+                      threads_help: str, profile_help: str, out_help: str) -> dict[str, argparse._ArgumentGroup]:
+    """The shared flags, in groups ``data``, ``federation``, ``pruning`` and ``run`` (returned, for each command's
+    own flags). Defaults shown are ``d``'s; a flag not given stays None so that a config file can set it."""
+    p.add_argument("--config", help="TOML file whose keys are these options (dashes or underscores); flags win")
+    groups = {"data": p.add_argument_group(data_title)}
+    g = groups["data"]
+    g.add_argument("--dataset", help=f"{dataset_help} (default {d.dataset})")
+    g.add_argument("--test-fraction", type=float, help=f"held-out fraction when the data has no test split "
+                                                       f"(default {d.test_fraction})")
+    g.add_argument("--model", help=f"conv2, mlp, vgg11 or a .onnx file (default {d.model})")
+    g = groups["federation"] = p.add_argument_group("federation")
+    g.add_argument("--method", choices=METHOD_NAMES, help=f"(default {d.method})")
+    g.add_argument("--rounds", type=int, help=f"(default {d.rounds})")
+    g.add_argument("--clients-per-round", type=int, help=f"K clients per round (default {d.clients_per_round})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    g.add_argument("--local-steps", type=int, help=f"local SGD steps per round (default {d.local_steps})")
+    g.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
+    g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
+    g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
+                                                         "of returned minus sent values) is larger (default: no bound)")
+    g = groups["pruning"] = p.add_argument_group("pruning")
+    g.add_argument("--reconfig-interval", type=int, help=f"rounds between reconfigurations (default "
+                                                         f"{d.reconfig_interval})")
+    g.add_argument("--importance-window", type=int, help="rounds before a reconfiguration in which clients "
+                                                         "accumulate importance (default: the whole interval)")
+    g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
+    g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
+    g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
+    g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
+    g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
+    g.add_argument("--profile", help=f"{profile_help} (default {d.profile})")
+    g = groups["run"] = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    g.add_argument("--threads", type=int, help=f"{threads_help} (default {d.threads})")
+    g.add_argument("--out", help=out_help)
+    g.add_argument("--no-report", dest="report", action="store_const", const=False, help="skip report.html")
+    g.add_argument("--no-onnx", dest="export_onnx", action="store_const", const=False, help="skip model.onnx")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return groups
+
+
+def given_values(args: argparse.Namespace, config_known: Collection[str]) -> dict[str, Any]:
+    """The config file's values (if ``--config``), overridden by every flag given."""
+    values: dict[str, Any] = load_config(args.config, config_known) if args.config else {}
+    for k, v in vars(args).items():
+        if k in ("config", "quiet", "verbose") or v is None:
+            continue
+        values[k] = v
+    return values
+
+
+def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
+    """A TOML options file whose keys (dashes or underscores) must be in ``known``."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise UsageError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+    out = {}
+    for k, v in data.items():
+        key = k.replace("-", "_")
+        if key not in known:
+            raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
+        out[key] = v
+    return out
+
+
+def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> None:
+    """UsageError naming the first option out of range (the shared checks, then ``extra``)."""
+    checks = [(o.rounds > 0, "--rounds must be positive"),
+              (o.clients_per_round > 0, "--clients-per-round must be positive"),
+              (o.lr > 0, "--lr must be positive"), (o.local_steps > 0, "--local-steps must be positive"),
+              (o.batch_size > 0, "--batch-size must be positive"), (o.eval_every > 0, "--eval-every > 0"),
+              (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
+              (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
+              (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
+              (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
+              (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
+              (o.threads > 0, "--threads must be positive"),
+              (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}"), *extra]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    if o.method in ("reinit", "random-reinit") and not o.mask_from:
+        raise UsageError(f"--method {o.method} needs --mask-from RUN_DIR (the final mask of a PruneFL run)")
