@@ -1,4 +1,4 @@
-"""Data sets, models and partitions for the simulator, through the project's loaders (issue 3).
+"""Data sets, models and partitions for the simulator and the coordinator, through the project's loaders.
 
 Adapts :mod:`prunefl_edge.datasets`, :mod:`prunefl_edge.models` / :mod:`prunefl_edge.onnx_import` and
 :mod:`prunefl_edge.partition` to what the simulator needs, and maps their errors to :class:`InputError`

@@ -47,6 +47,27 @@ def test_idx_directory_plain_and_gzip(mnist_dir: Path) -> None:
     assert d.num_classes == 10
 
 
+@pytest.mark.parametrize("subset, labels, classes, offset", [
+    ("letters", np.arange(1, 27), 26, 1),  # EMNIST letters labels a..z as 1..26
+    ("digits", np.arange(0, 10), 10, 0),
+])
+def test_emnist_files_transposed_and_letters_counted_from_zero(tmp_path: Path, subset: str, labels: np.ndarray,
+                                                               classes: int, offset: int) -> None:
+    rng = np.random.default_rng(1)
+    imgs = {}
+    for split, n in (("train", len(labels) * 2), ("test", len(labels))):
+        imgs[split] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = np.resize(labels, n).astype(np.uint8)
+        write(tmp_path / f"emnist-{subset}-{split}-images-idx3-ubyte", idx_bytes(imgs[split]), gz=split == "train")
+        write(tmp_path / f"emnist-{subset}-{split}-labels-idx1-ubyte", idx_bytes(y))
+    d = load_dataset(tmp_path)
+    assert d.num_classes == classes
+    assert d.y_train.min() == 0 and d.y_train.max() == classes - 1
+    np.testing.assert_array_equal(d.y_test, np.resize(labels, len(labels)) - offset)
+    # stored transposed (column-major) in EMNIST: the loader turns them upright
+    np.testing.assert_array_equal(d.x_train[3, 0], imgs["train"][3].T.astype(np.float32) / 255)
+
+
 def test_idx_broken_files(tmp_path: Path, mnist_dir: Path) -> None:
     bad = write(tmp_path / "bad", b"\x08\x03\x00\x00rest")
     with pytest.raises(DatasetError, match="bad: bad magic number"):
