@@ -49,6 +49,14 @@ class ServerConfig:
     max_update_norm: float | None = None  # results whose update (L2, all parameters) is larger are not aggregated
 
 
+def link_time_per_weight(results: Sequence[TrainResult], round_trip_s: dict[str, float], kept: int) -> float | None:
+    """The measured counterpart of the time model's b: per result, (round trip - the client's compute time) per
+    kept weight, the median over the round's results; None when the transport does not time round trips."""
+    links = [max(0.0, round_trip_s[r.client_id] - r.compute_s) / max(1, kept)
+             for r in results if r.client_id in round_trip_s]
+    return float(np.median(links)) if links else None
+
+
 class Method(Protocol):
     name: str
 
@@ -228,6 +236,7 @@ class Coordinator:
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
             max_compute_s=max((x.compute_s for x in fresh), default=None),
+            link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,
             train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None)
         st.round = r + 1

@@ -1,6 +1,6 @@
 """The interface between the coordinator's round logic and the clients. No PruneFL logic lives here.
 
-Implementations: :mod:`coordinator.transport_inproc` (simulation, tests) and the MQTT transport (issue 5).
+Implementations: :mod:`coordinator.transport_inproc` (simulation, tests) and :mod:`coordinator.transport_mqtt`.
 The round loop only ever calls these methods; a transport decides how tasks travel and when a client
 counts as available, and reports failures instead of raising for a single client's problem.
 """
@@ -28,6 +28,9 @@ class Gathered:
     results: list[Result] = field(default_factory=list)
     failures: list[ClientFailure] = field(default_factory=list)
     bytes_up: int = 0  # bytes actually received for these results, when the transport knows (else 0)
+    # per client whose result is in ``results``: seconds from sending its task to its result's arrival, when the
+    # transport knows (the link's share is this minus the client's reported compute time)
+    round_trip_s: dict[str, float] = field(default_factory=dict)
 
 
 class Transport(ABC):

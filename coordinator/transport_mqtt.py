@@ -52,7 +52,8 @@ class MqttTransport(Transport):
         self.edges: dict[str, EdgeInfo] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._results: queue.Queue[tuple[str, Decoded]] = queue.Queue()
+        self._results: queue.Queue[tuple[str, Decoded, float]] = queue.Queue()  # (edge, message, arrival time)
+        self._sent_at: dict[str, float] = {}  # edge -> when its last task was handed to the client
         self._reasm = Reassembler(self.limits)
         self._seen = RecentIds(4096)  # result message ids: a redelivery is dropped, never aggregated twice
         self.rejected_messages = 0
@@ -122,7 +123,7 @@ class MqttTransport(Transport):
             if not self._seen.add(msg.header.msg_id):
                 log.info("duplicate delivery of %s from %s dropped", msg.header.msg_id, edge)
                 return
-        self._results.put((edge, msg))
+        self._results.put((edge, msg, time.monotonic()))
 
     # ---- Transport -------------------------------------------------------------------------------------
     def available_clients(self) -> list[str]:
@@ -152,6 +153,7 @@ class MqttTransport(Transport):
                 self._changed.wait(1.0 if end is None else max(0.01, min(1.0, end - now)))
 
     def send(self, client_id: str, task: Task) -> int:
+        self._sent_at[client_id] = time.monotonic()
         data = encode_task(task, federation=self.federation, sender=self.sender, model=self.model, sizes=self.sizes)
         n = 0
         for part in split_message(data, self.max_payload, federation=self.federation, sender=self.sender):
@@ -171,7 +173,7 @@ class MqttTransport(Transport):
                 break
             timeout = 0.5 if end is None else max(0.0, min(0.5, end - now))
             try:
-                edge, msg = self._results.get(timeout=timeout)
+                edge, msg, arrived = self._results.get(timeout=timeout)
             except queue.Empty:
                 if end is None:  # no deadline (initial pruning): give up on an edge gone for too long
                     with self._lock:
@@ -200,6 +202,8 @@ class MqttTransport(Transport):
             else:
                 out.results.append(body)
                 out.bytes_up += msg.nbytes
+                if edge in self._sent_at:
+                    out.round_trip_s[edge] = arrived - self._sent_at[edge]
         for e in sorted(waiting):
             out.failures.append(ClientFailure(e, round_index, "timeout"))
         if waiting:

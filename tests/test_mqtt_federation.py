@@ -47,6 +47,8 @@ def _check_federation(coord, out: Path) -> None:
     assert coord.state.density() < 1.0
     assert coord.state.mask_version >= 2  # initial pruning and at least one reconfiguration
     assert all(r["results"] == r["clients"] == 4 and r["failures"] == 0 for r in recs)
+    # the link's measured time per kept weight (round trip minus the edge's compute), the time model's b
+    assert all(r["link_s_per_weight"] is not None and 0 < r["link_s_per_weight"] < 1e-3 for r in recs)
     # the mask changes reached every edge: each holds the mask version of the last round it trained in
     status = _edge_status(out)
     assert sorted(status) == ["edge0", "edge1", "edge2", "edge3"]

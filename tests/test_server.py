@@ -163,3 +163,14 @@ def test_an_update_beyond_the_norm_bound_is_rejected_and_counted(bound, caplog):
         assert all(r["results"] == r["clients"] - 1 for r in picked)
         assert all(r["invalid_results"] == 0 and r["results"] == r["clients"] for r in recs if r not in picked)
         assert "exceeds the bound 5 (--max-update-norm)" in caplog.text
+
+
+def test_link_time_per_weight_is_round_trip_minus_compute_per_kept_weight():
+    from coordinator.messages import TrainResult
+    from coordinator.server import link_time_per_weight
+
+    res = [TrainResult(c, 0, 0, 10, [], compute_s=cs) for c, cs in (("a", 1.0), ("b", 2.0), ("c", 0.5))]
+    assert link_time_per_weight(res, {"a": 1.5, "b": 3.0, "c": 0.25}, 1000) == pytest.approx(0.5 / 1000)
+    assert link_time_per_weight(res, {}, 1000) is None  # in-process: no round trips
+    recs = _coord(FedAvg(), rounds=2)[0].run()
+    assert all(r["link_s_per_weight"] is None for r in recs)
