@@ -57,6 +57,21 @@ def start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _profile_line(cfg: EdgeConfig) -> str:
+    from pathlib import Path
+
+    from prunefl_edge.edge_profile import PROFILE_FILE
+
+    if cfg.profile.file is not None:
+        return f"{cfg.profile.file} (given in [profile] file)"
+    if not cfg.profile.measure:
+        return "none announced ([profile] measure = false)"
+    cached = Path(cfg.state_dir) / PROFILE_FILE
+    if cached.exists():
+        return f"{cached} (measured earlier; measured again if threads, model or the C core changed)"
+    return f"measured at the first start ({cfg.profile.model}), then cached in {cached}"
+
+
 def check(args: argparse.Namespace) -> int:
     from prunefl_edge.datasets import DatasetError
     from prunefl_edge.edge_agent import load_local_data
@@ -83,6 +98,7 @@ def check(args: argparse.Namespace) -> int:
     except (ImportError, OSError) as e:
         print(f"core    FAIL  the C core cannot be loaded ({e}): reinstall prunefl-edge or set PRUNEFL_EDGE_LIB")
         return EXIT_DATA
+    print(f"profile ok    {_profile_line(cfg)}")
     client = MqttClient(cfg.broker, client_id=f"{cfg.id}-check")
     t0 = time.perf_counter()
     try:

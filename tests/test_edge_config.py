@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mosquitto_util import mosquitto  # noqa: F401 - fixture
 
 from prunefl_edge.edge_config import ConfigError, load_edge_config, write_edge_config
 
@@ -79,3 +80,31 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("[edge\nid=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_edge_config(str(bad))
+
+
+def _check(cfg: str, capsys) -> tuple[int, str]:
+    from prunefl_edge.cli import main
+
+    code = main(["check", "--config", cfg])
+    return code, capsys.readouterr().out
+
+
+def test_check_reports_each_part_and_exits_with_its_code(tmp_path: Path, mosquitto, capsys) -> None:  # noqa: F811
+    broker = mosquitto()
+    good = _write(tmp_path, edge={"state_dir": str(tmp_path / "state")}, broker={"url": broker.url})
+    code, out = _check(good, capsys)
+    assert code == 0, out
+    for part in ("config  ok", "data    ok    1797 samples", "core    ok", "profile ok    measured at the first start",
+                 "broker  ok"):
+        assert part in out, out
+    # each failure: its line says what is wrong, the exit code says which part
+    bad = _write(tmp_path, edge={"threads": 0})
+    assert _check(bad, capsys)[0] == 2
+    nodata = _write(tmp_path, data={"path": str(tmp_path / "missing.npz")}, broker={"url": broker.url})
+    code, out = _check(nodata, capsys)
+    assert code == 3 and "data    FAIL" in out
+    from mosquitto_util import free_port
+
+    nobroker = _write(tmp_path, broker={"url": f"mqtt://127.0.0.1:{free_port()}"})
+    code, out = _check(nobroker, capsys)
+    assert code == 4 and "broker  FAIL" in out and "is the broker up" in out
