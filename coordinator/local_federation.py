@@ -27,12 +27,15 @@ log = logging.getLogger(__name__)
 class LocalEdges:
     def __init__(self, root: Path, broker_url: str, federation: str, n: int, dataset: str, test_fraction: float,
                  seed: int, how: str = "iid", threads: int = 1, measure_profile: bool = False,
-                 model: str = "conv2") -> None:
+                 model: str = "conv2", broker_urls: dict[str, str] | None = None, keepalive: int = 10) -> None:
         self.root = Path(root)
         self.broker_url, self.federation, self.n = broker_url, federation, n
         self.dataset, self.test_fraction, self.seed, self.how, self.threads = dataset, test_fraction, seed, how, threads
         self.measure_profile = measure_profile  # edges measure their device profile (of `model`) at first start
         self.model = model
+        # per-edge broker URLs (e.g. one edge behind a proxy in a test): an edge not named uses broker_url
+        self.broker_urls = dict(broker_urls or {})
+        self.keepalive = keepalive  # seconds; the broker publishes an edge's Last Will after 1.5 x this of silence
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.configs: dict[str, Path] = {}
 
@@ -51,7 +54,7 @@ class LocalEdges:
             write_edge_config(cfg, {
                 "edge": {"id": eid, "federation": self.federation, "threads": self.threads,
                          "state_dir": str(d / "state")},
-                "broker": {"url": self.broker_url, "keepalive": 10},
+                "broker": {"url": self.broker_urls.get(eid, self.broker_url), "keepalive": self.keepalive},
                 "data": {"path": str(d / "train.npz"), "format": "npz"},
                 "profile": {"measure": self.measure_profile,
                             "model": str(Path(self.model).resolve()) if self.model.endswith(".onnx") else self.model},

@@ -7,7 +7,10 @@ retained "online" status (samples, threads, classes, input shape, software, devi
 task on ``prunefl/<federation>/edge/<id>/task``: reassemble and decode it, build the network from the model
 the task names (once), execute it with :class:`prunefl_edge.trainer.Trainer`, publish the result (in chunks
 when large), and save the trainer's state (mask and its version, importance, batch position) atomically to
-``state_dir``, so a restarted agent accepts mask changes instead of needing the full mask again.
+``state_dir``, so a restarted agent accepts mask changes instead of needing the full mask again. A state that
+cannot be saved (disk full, read-only, I/O error) is logged as an error and counted (``state_save_failures``, in
+the status); the result already published stands and the agent keeps serving tasks: only a restart cannot resume
+from the state of after that task (the file on disk, if any, is an older but consistent state).
 
 A task that cannot be executed (unknown mask version, a model that does not fit the data, a bad config)
 gets a REJECT with the reason; a message that cannot be decoded is logged and dropped. Duplicate deliveries
@@ -17,6 +20,7 @@ finished and answered, the status set to "offline", the connection closed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,7 +102,7 @@ class EdgeAgent:
         self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
                          "messages_dropped": 0, "bytes_duplicate": 0,
-                         "bytes_foreign": 0}
+                         "bytes_foreign": 0, "state_save_failures": 0}
         self.client = MqttClient(cfg.broker, client_id=cfg.id, subscriptions=[self.topics.task(cfg.id)],
                                  on_message=self._on_message,
                                  will=(self.topics.status(cfg.id), self._status_bytes("offline")),
@@ -217,6 +221,7 @@ class EdgeAgent:
         task = msg.body
         assert isinstance(task, Task)
         t0 = time.perf_counter()
+        log.info("round %d: %s task received (mask v%d)", task.round, task.kind.value, task.mask.version)
         try:
             trainer = self._ensure_trainer(msg)
             self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
@@ -268,17 +273,32 @@ class EdgeAgent:
         return self.state_dir / STATE_FILE
 
     def _save_state(self) -> None:
-        if self.trainer is None:
-            return
-        meta, arrays = self.trainer.state_dict()
-        save_npz_atomic(self._state_path(), {**meta, "model_key": self._model_key, "format": STATE_FORMAT}, arrays)
+        """Checkpoint the trainer's state after a task. A failure (ENOSPC, EROFS, EIO ...) is logged and counted,
+        never raised: the task's result is already published, and the next tasks can still be served."""
+        if self.trainer is not None:
+            meta, arrays = self.trainer.state_dict()
+            path = self._state_path()
+            try:
+                save_npz_atomic(path, {**meta, "model_key": self._model_key, "format": STATE_FORMAT}, arrays)
+            except OSError as e:
+                self.counters["state_save_failures"] += 1
+                with contextlib.suppress(OSError):  # a half-written temporary file would only hold the space
+                    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+                log.error("cannot save the state to %s (%s): serving tasks on, but a restart would not resume from "
+                          "this task's state (%d failed saves so far)", path, e, self.counters["state_save_failures"])
         self.write_status_file()
 
     def write_status_file(self) -> None:
-        """``state_dir/status.json``: what the retained status says, for operators and tests."""
+        """``state_dir/status.json``: what the retained status says, for operators and tests. A failure to write it
+        is logged only (the retained status on the broker says the same)."""
         tmp = self.state_dir / "status.json.tmp"
-        tmp.write_text(json.dumps(self.info(), indent=1))
-        os.replace(tmp, self.state_dir / "status.json")
+        try:
+            tmp.write_text(json.dumps(self.info(), indent=1))
+            os.replace(tmp, self.state_dir / "status.json")
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            log.error("cannot write %s (%s)", self.state_dir / "status.json", e)
 
     def _read_saved_state(self) -> None:
         """Read the saved state once, at start (it is applied when the first task names the model); an
