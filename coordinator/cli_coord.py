@@ -172,6 +172,53 @@ def edges_time_model(transport: Any, online: list[str], spec: Any, opts: CoordOp
     return TimeModel.from_profile(prof, spec, opts.local_steps)
 
 
+def refuse_to_overwrite(ckpt: Path, out: Path) -> None:
+    """Starting afresh must not destroy an interrupted run's learning: a checkpoint past round 0 (or past initial
+    pruning) of a run whose summary does not say it completed is only continued (--resume) or removed by hand."""
+    if not ckpt.exists():
+        return
+    try:
+        old = GlobalState.load(ckpt)
+    except StateError as e:
+        raise UsageError(f"{ckpt} exists but cannot be read ({e}): remove it or choose another --out") from e
+    if old.round == 0 and not old.extra.get("setup_done"):
+        return  # nothing learned yet
+    try:
+        completed = bool(json.loads((out / "summary.json").read_text()).get("completed"))
+    except (OSError, ValueError, AttributeError):
+        completed = False
+    if not completed:
+        raise UsageError(f"{out} holds an interrupted run (checkpoint at round {old.round}): --resume continues it; "
+                         f"to start over, remove {ckpt} or choose another --out")
+
+
+def resumed_records(path: Path, state: GlobalState) -> list[dict[str, Any]]:
+    """The metrics of the run so far, as the checkpoint has them: records of rounds the checkpoint does not hold
+    (written just before a kill, redone now) and a torn last line are dropped, and the file rewritten so."""
+    keep: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return keep
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        stage, rnd = rec.get("stage"), rec.get("round")
+        if stage == "initial_pruning" and not state.extra.get("setup_done"):
+            continue
+        if stage == "train" and not (isinstance(rnd, int) and rnd < state.round):
+            continue
+        keep.append(rec)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    tmp.replace(path)
+    return keep
+
+
 def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         hook: Callable[[dict[str, Any], Any, Any], None] | None = None) -> Coordinator:
     """One run; ``hook(record, local_edges, transport)`` is called after every round (tests use it to disturb
@@ -205,6 +252,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         log.info("resumed from %s at round %d (mask version %d, density %.4f)", ckpt, state.round,
                  state.mask_version, state.density())
     else:
+        refuse_to_overwrite(ckpt, out)
         masks = {i: np.ones(p.shape, bool) for i, p in enumerate(spec.param_shapes()) if p.prunable}
         state = GlobalState.create(weights, masks, opts.seed)
 
@@ -222,7 +270,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         transport = MqttTransport(bc, opts.federation, spec_to_dict(spec), client_id=opts.client_id,
                                   max_payload_bytes=opts.max_payload_bytes,
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
-        transport.start()
+        transport.start(fresh=not opts.resume)
         if opts.spawn_edges:
             edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
                                opts.test_fraction, opts.seed, opts.partition, opts.edge_threads,
@@ -240,9 +288,9 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
                            deadline_s=opts.deadline, max_update_norm=opts.max_update_norm)
         evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)
-        mode = "a" if opts.resume else "w"
+        earlier = resumed_records(out / "metrics.jsonl", state) if opts.resume else []
         t0 = time.perf_counter()
-        with open(out / "metrics.jsonl", mode) as sink:
+        with open(out / "metrics.jsonl", "a" if opts.resume else "w") as sink:
             def on_round(rec: dict[str, Any]) -> None:
                 sink.write(json.dumps(rec) + "\n")
                 sink.flush()
@@ -251,6 +299,9 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                 if progress and rec.get("stage") == "initial_pruning":
                     log.info("initial pruning: %s passes, density %.4f, acc %.4f, wall %.0fs", rec.get("passes"),
                              rec["density"], rec["accuracy"] or float("nan"), time.perf_counter() - t0)
+                elif progress and rec.get("stage") == "resumed":
+                    log.info("resumed at round %d (%s)", rec["round"],
+                             "initial pruning done" if rec["setup_done"] else "initial pruning starts again")
                 elif progress:
                     acc = "" if rec.get("accuracy") is None else f" acc {rec['accuracy']:.4f}"
                     log.info("round %d/%d%s density %.4f results %s/%s up %.2fMB down %.2fMB wall %.0fs",
@@ -259,7 +310,11 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                              time.perf_counter() - t0)
 
             coord = Coordinator(transport, method, state, spec, cfg, time_model, evaluator, on_round)
+            if opts.resume:  # the report and summary cover the whole run; the restart itself is a metrics record
+                coord.records[:0] = earlier
+                coord.record(stage="resumed", setup_done=bool(state.extra.get("setup_done")))
             if state.round == 0 and not state.extra.get("setup_done"):
+                state.save(ckpt)  # a restart during initial pruning (minutes at one edge) can --resume
                 coord.setup()
                 state.extra["setup_done"] = True
                 state.save(ckpt)

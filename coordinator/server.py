@@ -148,7 +148,12 @@ class Coordinator:
         deadline = None if kind == TaskKind.INITIAL_PRUNE else self.config.deadline_s
         got = self.transport.gather(sent, r, deadline)
         for f in got.failures:
-            if f.needs_full_mask:
+            # a client that did not answer may still run the task later (a partition heals, a slow link
+            # delivers), so it holds either its old mask version or the task's: when those differ, the next
+            # task carries the full mask, which applies to both
+            unsure = f.reason in ("timeout", "disconnected") and self.client_version.get(f.client_id, -1) != \
+                self.state.mask_version
+            if f.needs_full_mask or unsure:
                 self.client_version[f.client_id] = -1
         for res in got.results:
             if res.round == r:
@@ -232,9 +237,18 @@ class Coordinator:
         if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
             loss, acc = self.evaluate()
         n = sum(x.n_samples for x in fresh)
+        # what went wrong, per client: selected ones without a usable result (timeout, disconnected, rejected,
+        # invalid ...), results of earlier rounds that came late, and clients that report failing to save their state
+        missed = {f.client_id: f.reason for f in got.failures}
+        missed.update({res.client_id: why for res, why in rejected if res.round == r})
+        late = sorted(res.client_id for res, _ in rejected if res.round != r)
+        save_failures = {c: n_f for c in self.transport.available_clients()
+                         if isinstance(n_f := self.transport.client_info(c).get("state_save_failures"), int)
+                         and n_f > 0}
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
+            missed=missed, late_results=late, state_save_failures=save_failures,
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,

@@ -63,7 +63,12 @@ class MqttTransport(Transport):
                                  subscriptions=[self.topics.all_status, self.topics.all_results],
                                  on_message=self._on_message)
 
-    def start(self, wait_s: float = 30.0) -> None:
+    def start(self, wait_s: float = 30.0, fresh: bool = False) -> None:
+        """Connect; ``fresh``: a new run, so first drop the broker's session of this client id (results queued
+        for an earlier run, which could otherwise match this run's round and mask version). A resumed run keeps
+        it: results that came while the coordinator was down are the ones it asked for."""
+        if fresh:
+            self.client.discard_session(min(wait_s, 10.0))
         if not self.client.start(wait_s):
             raise ConnectionError(f"cannot reach the MQTT broker at {self.client.config.url} within {wait_s:.0f} s: "
                                   "is it running, and are the URL, port and credentials right?")

@@ -156,6 +156,10 @@ class Trainer:
                 masks[p] = m
             self._install_masks(masks, upd.version)
         elif upd.delta is not None:
+            if upd.version == self.mask_version:
+                # already there: a task that reached this client late (after a partition) carried the change; the
+                # coordinator, which never got that task's result in time, still believed the older version
+                return
             if upd.delta.base_version != self.mask_version:
                 raise MaskVersionError(f"client {self.client_id} holds mask version {self.mask_version}, the "
                                        f"delta applies to {upd.delta.base_version}")

@@ -83,6 +83,9 @@ def test_mask_delta_and_versions():
     assert res.mask_version == 1
     for p in m1:
         np.testing.assert_array_equal(tr.masks[p], m1[p])
+    # a delta to the version it already holds (a late task brought it there first): nothing to do
+    res = tr.execute(Task(2, TaskKind.TRAIN, MaskUpdate(1, delta=d), kept_values(w, m1), TrainConfig(lr=0.1)))
+    assert res.mask_version == 1 and all(np.array_equal(tr.masks[p], m1[p]) for p in m1)
     with pytest.raises(MaskVersionError):  # a delta from a version it does not hold
         tr.execute(Task(2, TaskKind.TRAIN, MaskUpdate(2, delta=mask_delta(m0, m1, 0, 2)), [], TrainConfig(lr=0.1)))
     with pytest.raises(MaskVersionError):  # a version it was never sent

@@ -68,7 +68,10 @@ class PruneFL(BaseMethod):
                                  max_passes=self.ip_max_passes, acc_threshold=1.5 / coord.spec.num_classes,
                                  delta=self.delta0, max_density=self.max_density, seed=0)
         got = coord.run_tasks([cid], TaskKind.INITIAL_PRUNE, cfg)
-        res = [r for r in got.results if isinstance(r, InitialPruneResult)]
+        # only cid's answer to this task: a result another edge sent for an earlier start (the coordinator was
+        # restarted during initial pruning and a different edge was picked) is not it
+        res = [r for r in got.results
+               if isinstance(r, InitialPruneResult) and r.client_id == cid and r.round == coord.state.round]
         if not res:
             raise RuntimeError(f"initial pruning at {cid} failed: {[f.reason for f in got.failures]}")
         r = res[0]

@@ -93,17 +93,8 @@ class MqttClient:
         self.connected = threading.Event()
         self.connects = 0
         self._started = False
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
-        host, port, tls = config.endpoint()
-        self._host, self._port = host, port
-        if tls:
-            ctx = ssl.create_default_context(cafile=config.ca_file)
-            if config.cert_file is not None:
-                ctx.load_cert_chain(config.cert_file, config.key_file)
-            c.tls_set_context(ctx)
-        if config.username is not None:
-            c.username_pw_set(config.username, config.password)
+        self._host, self._port, _ = config.endpoint()
+        c = self._paho(clean_session=False)
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.reconnect_delay_set(min_delay=max(1, int(config.min_backoff_s)), max_delay=max(1, int(config.max_backoff_s)))
@@ -112,6 +103,37 @@ class MqttClient:
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
         self._client = c
+
+    def _paho(self, clean_session: bool) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
+                        protocol=mqtt.MQTTv311)
+        if self.config.endpoint()[2]:
+            ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            if self.config.cert_file is not None:
+                ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
+            c.tls_set_context(ctx)
+        if self.config.username is not None:
+            c.username_pw_set(self.config.username, self.config.password)
+        return c
+
+    def discard_session(self, timeout_s: float = 10.0) -> bool:
+        """Drop what the broker kept for this client id (subscriptions, messages queued while it was away): one
+        connection with a clean session, closed at once. For a new run that must not receive an earlier run's
+        leftovers; call before :meth:`start`. Returns whether the broker was reached."""
+        c = self._paho(clean_session=True)
+        done = threading.Event()
+        c.on_connect = lambda *_a: done.set()
+        try:
+            c.connect(self._host, self._port, keepalive=self.config.keepalive)
+        except (OSError, ValueError) as e:
+            log.warning("could not clear the session of %s: %s", self.client_id, e)
+            return False
+        c.loop_start()
+        try:
+            return done.wait(timeout_s)
+        finally:
+            c.disconnect()
+            c.loop_stop()
 
     # ---- paho callbacks (network thread) ---------------------------------------------------------------
     def _handle_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,

@@ -1,0 +1,269 @@
+"""Faults of a real fleet, each in a whole federation through a real Mosquitto: a network partition of one edge
+that heals, an edge on a link so slow it always misses the deadline, an edge whose disk is full when it
+checkpoints, and a coordinator restarted during initial pruning. Each time the run completes, nothing learned
+is lost, and the event shows in the metrics.
+
+Small on purpose (scikit-learn's digits, the MLP): what is tested is the runtime, not the accuracy reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mosquitto_util import mosquitto  # noqa: F401 - fixture
+from tcp_proxy import TcpProxy
+
+from coordinator.cli_coord import CoordOptions, run
+from coordinator.local_federation import LocalEdges
+from coordinator.sim_inputs import load_data
+
+
+def _opts(tmp_path: Path, url: str, **kw) -> CoordOptions:
+    base = dict(broker=url, federation="t", dataset="digits", model="mlp", method="prunefl", rounds=14,
+                min_clients=4, wait_timeout=60, clients_per_round=4, deadline=4, lr=0.1, local_steps=5,
+                eval_every=2, reconfig_interval=4, ip_max_passes=3, spawn_edges=0, out=str(tmp_path / "run"),
+                report=False, export_onnx=False)
+    base.update(kw)
+    return CoordOptions(**base)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train(out: Path) -> list[dict]:
+    return [r for r in _records(out) if r["stage"] == "train"]
+
+
+def _status(edges_root: Path, eid: str) -> dict:
+    return json.loads((edges_root / eid / "state" / "status.json").read_text())
+
+
+@contextlib.contextmanager
+def _edges(root: Path, url: str, **kw) -> Iterator[LocalEdges]:
+    edges = LocalEdges(root, url, "t", 4, "digits", 0.2, 0, **kw)
+    try:
+        edges.start(load_data("digits", 0.2, 0))
+        yield edges
+    finally:
+        edges.stop()
+
+
+def _check_learned(coord, out: Path, rounds: int) -> None:
+    recs = _train(out)
+    assert [r["round"] for r in recs] == list(range(rounds))
+    accs = [r["accuracy"] for r in _records(out) if r.get("accuracy") is not None]
+    assert accs[-1] > accs[0] + 0.05 and accs[-1] > 0.6, accs
+    assert coord.state.round == rounds
+
+
+def test_a_partitioned_edge_misses_rounds_and_rejoins_when_the_network_heals(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    proxy = TcpProxy(broker.port)
+    seen: dict[str, int] = {}
+
+    def disturb(rec, _edges, transport):
+        r = rec["round"]
+        if r == 3:  # the link drops: no bytes either way, no connection closed
+            proxy.partition()
+            seen["partitioned_after"] = r
+        elif r == 8:  # the broker has published edge1's Last Will by now; heal and wait for it to come back
+            proxy.heal()
+            assert len(transport.wait_for_clients(4, 60)) == 4, "edge1 did not reconnect after the partition"
+            seen["healed_after"] = r
+
+    try:
+        # keepalive 5 s (the least an edge accepts): after 7.5 s of silence the broker publishes its Last Will
+        with _edges(tmp_path / "edges", broker.url, broker_urls={"edge1": proxy.url}, keepalive=5):
+            coord = run(_opts(tmp_path, broker.url), progress=False, hook=disturb)
+    finally:
+        proxy.close()
+    out = tmp_path / "run"
+    _check_learned(coord, out, 14)
+    recs = _train(out)
+    assert seen == {"partitioned_after": 3, "healed_after": 8}
+    # round 4 still chose edge1 (online as far as anyone knew) and closed at the deadline without it
+    assert recs[4]["missed"] == {"edge1": "timeout"} and recs[4]["results"] == 3
+    # then it was offline (its Last Will) and not chosen, until the network healed
+    assert any(r["clients"] == 3 and r["failures"] == 0 for r in recs[5:9]), [r["clients"] for r in recs]
+    assert all("edge1" not in r["missed"] for r in recs[9:]), [r["missed"] for r in recs[9:]]
+    assert all(r["results"] == 4 for r in recs[10:])
+    assert proxy.connections >= 2  # it reconnected through the healed link
+    # the mask changes made while it was cut off reached it: it holds the last round's mask version
+    assert _status(tmp_path / "edges", "edge1")["mask_version"] == recs[-1]["mask_version"] >= 3
+
+
+def test_an_edge_on_a_slow_link_always_misses_the_deadline_and_the_rounds_go_on(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    proxy = TcpProxy(broker.port, delay_s=2.0)  # 2 s each way: a task plus its result take > 4 s
+    try:
+        with _edges(tmp_path / "edges", broker.url, broker_urls={"edge1": proxy.url}):
+            coord = run(_opts(tmp_path, broker.url, method="fedavg", rounds=12, deadline=2.5), progress=False)
+    finally:
+        proxy.close()
+    out = tmp_path / "run"
+    _check_learned(coord, out, 12)
+    recs = _train(out)
+    # every round: chosen, waited for until the deadline, closed with the other three
+    assert all(r["missed"] == {"edge1": "timeout"} and r["results"] == 3 for r in recs), [r["missed"] for r in recs]
+    # its answers came, late: each was dropped as a result of an earlier round, never aggregated
+    assert sum(r["late_results"].count("edge1") for r in recs) >= 3
+    assert all(set(r["late_results"]) <= {"edge1"} for r in recs)
+    assert _status(tmp_path / "edges", "edge1")["tasks_done"] >= 4  # it did train, just too slowly
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path) -> Iterator[str]:
+    """A 1 MiB tmpfs at ``path`` (root), or, where mounting is not allowed, the same directory with its state's
+    temporary file pointing to /dev/full; either way writes there fail with ENOSPC from the kernel."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield "tmpfs" if mounted else "dev-full"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(path: Path, how: str) -> None:
+    if how == "dev-full":
+        (path / "trainer_state.npz.tmp").symlink_to("/dev/full")
+        return
+    with open(path / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def _free(path: Path) -> None:
+    for name in ("filler", "trainer_state.npz.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path / name)
+
+
+def test_an_edge_whose_disk_is_full_keeps_training_and_resumes_from_its_last_saved_state(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    state_dir = tmp_path / "edges" / "edge1" / "state"
+    events: dict[int, str] = {}
+
+    def disturb(rec, edges, transport):
+        r = rec["round"]
+        if r == 2:
+            _fill(state_dir, how)
+            events[r] = "disk full"
+        elif r == 6:  # restarted while the disk is still full: it resumes from the state saved before
+            edges.stop_edge("edge1")
+            t0 = time.monotonic()
+            while "edge1" in transport.available_clients() and time.monotonic() - t0 < 30:
+                time.sleep(0.05)
+            edges.start_edge("edge1")
+            assert len(transport.wait_for_clients(4, 60)) == 4
+            events[r] = "restarted"
+        elif r == 8:
+            _free(state_dir)
+            events[r] = "space freed"
+
+    with _small_disk(state_dir) as how, _edges(tmp_path / "edges", broker.url) as edges:
+        coord = run(_opts(tmp_path, broker.url), progress=False, hook=lambda rec, _e, t: disturb(rec, edges, t))
+        log = (tmp_path / "edges" / "edge1" / "edge.log").read_text()
+        final_status = _status(tmp_path / "edges", "edge1")  # (in the tmpfs, unmounted below)
+    out = tmp_path / "run"
+    _check_learned(coord, out, 14)
+    recs = _train(out)
+    assert events == {2: "disk full", 6: "restarted", 8: "space freed"}, how
+    # while its disk was full it still answered every round (its results were aggregated) ...
+    assert all(r["results"] == 4 for r in recs[3:7]), [(r["results"], r["missed"]) for r in recs]
+    # ... and said it could not save its state: the coordinator's metrics show the count it announces
+    assert max(r["state_save_failures"].get("edge1", 0) for r in recs[3:7]) >= 2
+    assert "cannot save the state" in log
+    # after the restart it resumed from its older, consistent state: a mask it did not hold was sent in full
+    # (at most one round lost to a rejected task), and from then on it trained every round
+    assert all(r["results"] == 4 and not r["missed"] for r in recs[9:]), [r["missed"] for r in recs[9:]]
+    assert final_status["mask_version"] == recs[-1]["mask_version"]
+
+
+def _coord(out: Path, url: str, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "coordinator.cli_coord", "--broker", url, "--federation", "t", "--dataset",
+            "digits", "--model", "mlp", "--method", "prunefl", "--rounds", "6", "--min-clients", "4",
+            "--clients-per-round", "4", "--deadline", "30", "--lr", "0.1", "--eval-every", "2",
+            "--reconfig-interval", "3", "--ip-max-passes", "400", "--out", str(out), "--no-report", "--no-onnx",
+            *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_coordinator_restarted_during_initial_pruning_resumes_it(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    out = tmp_path / "run"
+    with _edges(tmp_path / "edges", broker.url) as edges:
+        first = _coord(out, broker.url)
+        logs = {eid: tmp_path / "edges" / eid / "edge.log" for eid in edges.edge_ids()}
+        t0 = time.monotonic()
+        while not any("initial_prune task received" in p.read_text() for p in logs.values() if p.exists()):
+            assert first.poll() is None, first.communicate()[0].decode()
+            assert time.monotonic() - t0 < 120, "no edge started initial pruning"
+            time.sleep(0.02)
+        first.kill()  # mid initial pruning: nothing after it is checkpointed yet
+        first.communicate()
+        # starting afresh over it is refused (it would discard the run), --resume continues it
+        fresh = _coord(out, broker.url)
+        text, _ = fresh.communicate(timeout=120)
+        assert fresh.returncode == 0, text.decode()  # nothing was learned yet: a fresh start is allowed ...
+        assert len(_train(out)) == 6
+        again = _coord(out, broker.url)
+        text, _ = again.communicate(timeout=120)
+        assert again.returncode == 0, text.decode()  # ... and so is one over a completed run
+        # killed again during initial pruning, then resumed
+        marker = sum(p.read_text().count("initial_prune task received") for p in logs.values())
+        third = _coord(out, broker.url)
+        while sum(p.read_text().count("initial_prune task received") for p in logs.values()) == marker:
+            assert third.poll() is None, third.communicate()[0].decode()
+            time.sleep(0.02)
+        third.kill()
+        third.communicate()
+        resumed = _coord(out, broker.url, "--resume")
+        text, _ = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, text.decode()
+    recs = _records(out)
+    stages = [r["stage"] for r in recs]
+    assert stages[0] == "resumed" and recs[0]["setup_done"] is False and recs[0]["round"] == 0
+    assert stages.count("initial_pruning") == 1
+    assert [r["round"] for r in recs if r["stage"] == "train"] == list(range(6))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] is True and summary["initial_pruning"]["passes"] >= 1
+    assert summary["final_density"] < 1.0
+
+
+def test_a_fresh_start_over_an_interrupted_run_is_refused(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    out = tmp_path / "run"
+    with _edges(tmp_path / "edges", broker.url):
+        first = _coord(out, broker.url, "--ip-max-passes", "3")
+        t0 = time.monotonic()
+        while not ((out / "metrics.jsonl").exists() and len(_train(out)) >= 2):
+            assert time.monotonic() - t0 < 120 and first.poll() is None
+            time.sleep(0.02)
+        first.kill()
+        first.communicate()
+        before = (out / "checkpoint.npz").read_bytes()
+        fresh = _coord(out, broker.url, "--ip-max-passes", "3")
+        text, _ = fresh.communicate(timeout=60)
+        assert fresh.returncode == 2, text.decode()
+        assert b"--resume continues it" in text
+        assert (out / "checkpoint.npz").read_bytes() == before  # untouched
+        resumed = _coord(out, broker.url, "--ip-max-passes", "3", "--resume")
+        text, _ = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, text.decode()
+    assert [r["round"] for r in _train(out)] == list(range(6))  # no round twice, none lost
+    assert [r["stage"] for r in _records(out)].count("resumed") == 1
+
