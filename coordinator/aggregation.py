@@ -39,19 +39,18 @@ def aggregate_sparse(weights: Sequence[np.ndarray], masks: dict[int, np.ndarray]
     index = kept_index(masks) if index is None else index
     new_kept: list[np.ndarray] = []
     for p, w in enumerate(weights):
-        flat = np.asarray(w, np.float32).reshape(-1)
-        old = (flat if p not in index else flat[index[p]]).astype(np.float64)
-        inc = np.zeros_like(old)
-        tmp = np.empty_like(old)
+        kept = int(np.size(w)) if p not in index else len(index[p])
+        # w + sum_i (n_i/N)(w_i - w) = sum_i (n_i/N) w_i at kept positions, as sum_i n_i = N: the old value drops
+        # out, so no gather of it (the larger half of the work at Conv-2 sizes); float64 sum in the order given
+        acc = np.zeros(kept, np.float64)
+        tmp = np.empty(kept, np.float64)
         for vals, n in updates:
             v = np.asarray(vals[p]).reshape(-1)
-            if v.size != old.size:
-                raise ValueError(f"parameter {p}: update has {v.size} values, the mask keeps {old.size}")
-            np.subtract(v, old, out=tmp)  # (w_i - w) in float64, (n_i / N) times, summed in order
-            tmp *= int(n) / total
-            inc += tmp
-        inc += old
-        new = inc.astype(np.float32)
+            if v.size != kept:
+                raise ValueError(f"parameter {p}: update has {v.size} values, the mask keeps {kept}")
+            np.multiply(v, np.float64(int(n) / total), out=tmp)  # a float64 scalar: a float64 product
+            acc += tmp
+        new = acc.astype(np.float32)
         if not np.all(np.isfinite(new)):
             raise ValueError(f"parameter {p}: aggregated weights are not finite")
         new_kept.append(new)
