@@ -74,7 +74,8 @@ test-portable:
 
 test: deps test-c test-valgrind test-py test-py-asan test-portable
 
-demo: deps
+demo: deps  # starts afresh each time (prunefl-coord itself refuses to overwrite an interrupted run)
+	rm -rf runs/demo
 	$(VENV)/bin/prunefl-coord --broker embedded --spawn-edges 4 --min-clients 4 --clients-per-round 4 \
 	    --dataset mnist5k --model conv2 --method prunefl --rounds 40 --reconfig-interval 10 --eval-every 5 \
 	    --out runs/demo
