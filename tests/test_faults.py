@@ -103,10 +103,10 @@ def test_a_partitioned_edge_misses_rounds_and_rejoins_when_the_network_heals(mos
 
 def test_an_edge_on_a_slow_link_always_misses_the_deadline_and_the_rounds_go_on(mosquitto, tmp_path):  # noqa: F811
     broker = mosquitto()
-    proxy = TcpProxy(broker.port, delay_s=2.0)  # 2 s each way: a task plus its result take > 4 s
+    proxy = TcpProxy(broker.port, delay_s=1.0)  # 1 s each way: a task and its result take > 2 s
     try:
         with _edges(tmp_path / "edges", broker.url, broker_urls={"edge1": proxy.url}):
-            coord = run(_opts(tmp_path, broker.url, method="fedavg", rounds=12, deadline=2.5), progress=False)
+            coord = run(_opts(tmp_path, broker.url, method="fedavg", rounds=12, deadline=1.6), progress=False)
     finally:
         proxy.close()
     out = tmp_path / "run"
