@@ -28,7 +28,7 @@ class LocalEdges:
     def __init__(self, root: Path, broker_url: str, federation: str, n: int, dataset: str, test_fraction: float,
                  seed: int, how: str = "iid", threads: int = 1, measure_profile: bool = False,
                  model: str = "conv2", broker_urls: dict[str, str] | None = None, keepalive: int = 10) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # absolute: the edges run in their own directories
         self.broker_url, self.federation, self.n = broker_url, federation, n
         self.dataset, self.test_fraction, self.seed, self.how, self.threads = dataset, test_fraction, seed, how, threads
         self.measure_profile = measure_profile  # edges measure their device profile (of `model`) at first start
@@ -70,7 +70,11 @@ class LocalEdges:
 
         root = str(Path(prunefl_edge.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        if env.get("PRUNEFL_EDGE_LIB"):  # relative to this process's directory, not the edge's
+            env["PRUNEFL_EDGE_LIB"] = str(Path(env["PRUNEFL_EDGE_LIB"]).resolve())
+        # cwd: its own directory, because `python -m` puts the cwd first on sys.path, and a source tree there (the
+        # demo is run from one) would shadow the installed package, whose C core the source tree may not hold
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.root / eid)
         log_file.close()
         self.procs[eid] = proc
         return proc

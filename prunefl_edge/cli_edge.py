@@ -1,7 +1,8 @@
 """``prunefl-edge start`` (the edge agent) and ``prunefl-edge check`` (configuration, data and broker).
 
 The configuration file is ``--config``, else $PRUNEFL_EDGE_CONFIG, else /etc/prunefl-edge/edge.toml.
-Exit codes: 0 ok (start: stopped by SIGTERM), 2 configuration error, 3 data error, 4 broker unreachable.
+Exit codes: 0 ok (start: stopped by SIGTERM), 2 configuration or installation error (e.g. no C core), 3 data error,
+4 broker unreachable.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def start(args: argparse.Namespace) -> int:
     except (DatasetError, PartitionError, OSError) as e:
         print(f"prunefl-edge start: data error: {e} (check [data] in {cfg.source})", file=sys.stderr)
         return EXIT_DATA
+    try:
+        from prunefl_edge._native import NativeLibraryError, load
+
+        load()  # now, not at the first task: a missing C core is an installation error, not a failed round
+    except NativeLibraryError as e:
+        print(f"prunefl-edge start: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         agent = EdgeAgent(cfg, x, y, classes)
     except OSError as e:

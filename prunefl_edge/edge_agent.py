@@ -232,6 +232,10 @@ class EdgeAgent:
         except (TaskError, ValueError, RuntimeError) as e:  # RuntimeError: the C core refused (EngineError)
             self._reject(task, str(e), needs_full_mask=False)
             return
+        except Exception as e:  # a bug must cost this task, not the agent (and every later round) its life
+            log.exception("round %d: the task failed unexpectedly", task.round)
+            self._reject(task, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
+            return
         data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
         self._publish_result(data)
         self.counters["tasks_done"] += 1

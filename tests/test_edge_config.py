@@ -108,3 +108,16 @@ def test_check_reports_each_part_and_exits_with_its_code(tmp_path: Path, mosquit
     nobroker = _write(tmp_path, broker={"url": f"mqtt://127.0.0.1:{free_port()}"})
     code, out = _check(nobroker, capsys)
     assert code == 4 and "broker  FAIL" in out and "is the broker up" in out
+
+
+def test_start_without_the_c_core_is_an_installation_error_not_a_crash_at_the_first_task(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg = _write(tmp_path, edge={"state_dir": str(tmp_path / "state")}, profile={"measure": False})
+    env = {**os.environ, "PRUNEFL_EDGE_LIB": str(tmp_path / "nowhere" / "libprunefl.so")}
+    p = subprocess.run([sys.executable, "-m", "prunefl_edge.cli", "start", "--config", cfg], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2, p.stderr  # the systemd unit does not restart on 2: restarting cannot fix it
+    assert "PRUNEFL_EDGE_LIB" in p.stderr and "does not exist" in p.stderr
