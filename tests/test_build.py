@@ -34,3 +34,18 @@ def test_missing_library_is_a_clear_error(tmp_path: Path) -> None:
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode != 0
     assert "PRUNEFL_EDGE_LIB" in out.stderr and "does not exist" in out.stderr
+
+
+def test_the_installed_coordinator_runs_a_federation_from_the_source_tree(tmp_path: Path) -> None:
+    """As `make demo` does: the installed prunefl-coord, started in the source tree (which holds no built C core
+    and must not shadow the installed package in the edge processes it spawns), embedded broker."""
+    coord = Path(installed_python()).parent / "prunefl-coord"
+    env = {k: v for k, v in os.environ.items() if k not in ("PRUNEFL_EDGE_LIB", "PYTHONPATH")}
+    out = subprocess.run([str(coord), "--broker", "embedded", "--spawn-edges", "2", "--min-clients", "2",
+                          "--clients-per-round", "2", "--dataset", "digits", "--model", "mlp", "--method", "prunefl",
+                          "--rounds", "3", "--reconfig-interval", "2", "--ip-max-passes", "3", "--eval-every", "3",
+                          "--no-report", "--out", str(tmp_path / "run")],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "3 rounds; accuracy" in out.stderr
+    assert (tmp_path / "run" / "model.onnx").is_file()
