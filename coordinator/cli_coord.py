@@ -10,7 +10,8 @@ each closed at --deadline seconds with the results that came. After every round 
 atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or Ctrl-C finishes the round in progress,
 checkpoints and writes the outputs (metrics.jsonl, summary.json, report.html, model.onnx, final_*.npz).
 
-Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error, 3 data/model error,
+Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error, 3 data/model error or OUT not
+writable (the last checkpoint stays whole: --resume),
 4 broker unreachable or too few edges, 130 interrupted twice.
 """
 
@@ -368,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConnectionError, EmbeddedBrokerError) as e:
         print(f"prunefl-coord: {e}", file=sys.stderr)
         return EXIT_BROKER
+    except OSError as e:  # OUT unwritable (disk full, read-only): the last checkpoint is whole (atomic writes)
+        print(f"prunefl-coord: cannot write in {opts.out} ({e}); the last checkpoint there is intact: make room "
+              "and run again with --resume", file=sys.stderr)
+        return EXIT_DATA
     except KeyboardInterrupt:
         print(f"prunefl-coord: aborted; the last checkpoint is in {opts.out}", file=sys.stderr)
         return EXIT_INTERRUPTED

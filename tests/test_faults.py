@@ -1,7 +1,8 @@
 """Faults of a real fleet, each in a whole federation through a real Mosquitto: a network partition of one edge
 that heals, an edge on a link so slow it always misses the deadline, an edge whose disk is full when it
-checkpoints, and a coordinator restarted during initial pruning. Each time the run completes, nothing learned
-is lost, and the event shows in the metrics.
+checkpoints, a coordinator restarted during initial pruning, and a coordinator whose disk fills up. Each time
+the run completes (after --resume where the coordinator stopped), nothing learned is lost, and the event shows in
+the metrics or in the exit status and its message.
 
 Small on purpose (scikit-learn's digits, the MLP): what is tested is the runtime, not the accuracy reached.
 """
@@ -267,3 +268,24 @@ def test_a_fresh_start_over_an_interrupted_run_is_refused(mosquitto, tmp_path): 
     assert [r["round"] for r in _train(out)] == list(range(6))  # no round twice, none lost
     assert [r["stage"] for r in _records(out)].count("resumed") == 1
 
+
+
+def test_a_coordinator_whose_disk_fills_up_stops_with_its_last_checkpoint_whole(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    out = tmp_path / "run"
+    with _edges(tmp_path / "edges", broker.url):
+        more = ("--ip-max-passes", "3", "--rounds", "30")  # rounds enough that it cannot finish before the fault
+        first = _coord(out, broker.url, *more)
+        t0 = time.monotonic()
+        while not ((out / "metrics.jsonl").exists() and len(_train(out)) >= 2):
+            assert time.monotonic() - t0 < 120 and first.poll() is None
+            time.sleep(0.01)
+        (out / "checkpoint.npz.tmp").symlink_to("/dev/full")  # the next checkpoint write: ENOSPC
+        text, _ = first.communicate(timeout=120)
+        assert first.returncode == 3, text.decode()
+        assert b"No space left on device" in text and b"--resume" in text
+        (out / "checkpoint.npz.tmp").unlink()
+        resumed = _coord(out, broker.url, *more, "--resume")
+        text, _ = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, text.decode()
+    assert [r["round"] for r in _train(out)] == list(range(30))  # the round whose checkpoint failed was redone
