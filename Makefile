@@ -5,13 +5,14 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo bench clean
+.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo pi-wheels bench clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   - a PruneFL federation over MQTT on this machine (embedded broker, 4 edge processes, MNIST subset)"
 	@echo "make test   - the whole test suite: C (native, ASan+UBSan, valgrind, aarch64 and armhf under qemu, portable)"
 	@echo "              and Python (native, and end to end on the ASan+UBSan and portable builds)"
+	@echo "make pi-wheels - the prunefl-edge wheels for 64- and 32-bit Raspberry Pi OS, cross-built in dist/"
 	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
 
 deps:
@@ -79,6 +80,9 @@ demo: deps  # starts afresh each time (prunefl-coord itself refuses to overwrite
 	$(VENV)/bin/prunefl-coord --broker embedded --spawn-edges 4 --min-clients 4 --clients-per-round 4 \
 	    --dataset mnist5k --model conv2 --method prunefl --rounds 40 --reconfig-interval 10 --eval-every 5 \
 	    --out runs/demo
+
+pi-wheels: deps  # the wheels a Raspberry Pi installs, cross-built here (dist/aarch64, dist/armhf)
+	firmware_scripts/cross_build.sh --arch all --python $(PY)
 
 bench: deps
 	$(PY) bench/bench_core.py --json runs/bench_core.json

@@ -13,7 +13,7 @@ E_STEP=4     # a step failed (apt, pip, systemctl)
 
 PREFIX=/opt/prunefl-edge
 ROOT=""
-SOURCE="" WHEEL="" CREDS="" EDGE_ID="" FEDERATION="" BROKER=""
+SOURCE="" WHEEL="" WHEELS="" CREDS="" EDGE_ID="" FEDERATION="" BROKER=""
 DRY=0 APT=1 USERADD=1 SYSTEMCTL=1 START=1 PIP=1
 USER_NAME=prunefl
 CONF_DIR=/etc/prunefl-edge
@@ -27,7 +27,10 @@ Usage: sudo $PROG [--wheel FILE | --source DIR] [options]
 Installs the PruneFL-Edge edge agent as the systemd service prunefl-edge.
 
 What to install (default: --source $(dirname "$HERE"), the checkout this script is in):
-  --wheel FILE         a prunefl_edge-*.whl built for this board (fast: nothing is compiled)
+  --wheel FILE         a prunefl_edge-*.whl built for this board (fast: nothing is compiled), e.g. by
+                       firmware_scripts/cross_build.sh on a PC
+  --wheels DIR         install the dependencies only from the wheels in DIR, without the network
+                       (cross_build.sh --deps writes them)
   --source DIR         a source tree or sdist directory: the C core is built here (needs cmake, gcc)
 Configuration (used only when $CONF_DIR/edge.toml does not exist yet):
   --edge-id ID         this device's id (= the CN of its certificate)
@@ -72,10 +75,10 @@ while [ $# -gt 0 ]; do
         --no-pip) PIP=0 ;;
         --no-systemctl) SYSTEMCTL=0 ;;
         --no-start) START=0 ;;
-        --wheel|--source|--credentials|--edge-id|--federation|--broker|--prefix|--root)
+        --wheel|--wheels|--source|--credentials|--edge-id|--federation|--broker|--prefix|--root)
             [ $# -ge 2 ] || die "$E_USAGE" "$opt needs a value"
             case $opt in
-                --wheel) WHEEL=$2 ;; --source) SOURCE=$2 ;; --credentials) CREDS=$2 ;; --edge-id) EDGE_ID=$2 ;;
+                --wheel) WHEEL=$2 ;; --wheels) WHEELS=$2 ;; --source) SOURCE=$2 ;; --credentials) CREDS=$2 ;; --edge-id) EDGE_ID=$2 ;;
                 --federation) FEDERATION=$2 ;; --broker) BROKER=$2 ;; --prefix) PREFIX=$2 ;; --root) ROOT=$2 ;;
             esac
             shift ;;
@@ -87,6 +90,10 @@ done
 # -- checks -----------------------------------------------------------------------------------------------------
 [ -z "$WHEEL" ] || [ -z "$SOURCE" ] || die "$E_USAGE" "give --wheel or --source, not both"
 if [ -z "$WHEEL" ] && [ -z "$SOURCE" ]; then SOURCE=$(dirname "$HERE"); fi
+if [ -n "$WHEELS" ]; then
+    [ -d "$WHEELS" ] || die "$E_ENV" "--wheels $WHEELS: not a directory"
+    WHEELS=$(realpath "$WHEELS")
+fi
 if [ -n "$WHEEL" ]; then
     [ -f "$WHEEL" ] || die "$E_ENV" "wheel '$WHEEL' not found"
     WHEEL=$(realpath "$WHEEL")
@@ -164,7 +171,9 @@ else
 fi
 if [ "$PIP" = 1 ]; then
     # from source on the device itself: PF_NATIVE=ON (the default) tunes the C core for this CPU
-    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${WHEEL:-$SOURCE}" \
+    offline=()
+    [ -z "$WHEELS" ] || offline=(--no-index --find-links "$WHEELS")
+    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${offline[@]}" "${WHEEL:-$SOURCE}" \
         || die "$E_STEP" "pip install failed (output above); from source it needs: sudo apt-get install cmake gcc libc6-dev"
 fi
 

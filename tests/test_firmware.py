@@ -23,7 +23,8 @@ FW = ROOT / "firmware_scripts"
 UNIT = FW / "systemd" / "prunefl-edge.service"
 INSTALL = FW / "install.sh"
 PROVISION = FW / "provision_broker.sh"
-SCRIPTS = [INSTALL, PROVISION]
+CROSS = FW / "cross_build.sh"
+SCRIPTS = [INSTALL, PROVISION, CROSS]
 VENV_EXEC = "/opt/prunefl-edge/venv/bin/prunefl-edge"
 
 
@@ -170,6 +171,14 @@ def test_install_password_credentials_switch_the_config(tmp_path: Path) -> None:
     assert mode(root / "etc/prunefl-edge/tls/password") == 0o640
 
 
+def test_install_offline_from_wheels(tmp_path: Path) -> None:
+    wheels = tmp_path / "deps"
+    wheels.mkdir()
+    r = run(INSTALL, "--root", str(tmp_path / "root"), "--dry-run", "--no-apt", "--no-useradd", "--wheels", str(wheels))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"pip install --upgrade --no-input --no-index --find-links \S*deps ", r.stdout), r.stdout
+
+
 def test_install_dry_run_changes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "root"
     r = run(INSTALL, "--root", str(root), "--dry-run", "--no-apt", "--no-useradd")
@@ -181,7 +190,7 @@ def test_install_dry_run_changes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "code"), [
     (["--help"], 0), (["--bogus"], 2), (["--prefix", "relative"], 2), (["--edge-id", "a/b"], 2),
     (["--broker", "http://x"], 2), (["--wheel", "/nonexistent.whl"], 3), (["--source", "/"], 3),
-    (["--credentials", "/nonexistent"], 3)])
+    (["--credentials", "/nonexistent"], 3), (["--wheels", "/nonexistent"], 3)])
 def test_install_command_line(tmp_path: Path, args: list[str], code: int) -> None:
     r = run(INSTALL, "--root", str(tmp_path / "root"), *OFFLINE, *args)
     assert r.returncode == code, r.stdout + r.stderr
@@ -248,3 +257,34 @@ def test_edge_toml_example() -> None:
     assert cfg["broker"]["url"].startswith("mqtts://")
     assert {"ca_file", "cert_file", "key_file"} <= cfg["broker"].keys()
     assert cfg["data"]["format"] in ("idx", "leaf", "cifar10", "npz")
+
+
+# -- cross_build.sh: what a Pi installs, built here ---------------------------------------------------------------
+def test_cross_build_makes_a_wheel_per_pi_isa_that_pip_accepts_for_that_platform(tmp_path: Path) -> None:
+    import sys
+    import zipfile
+
+    dist = tmp_path / "dist"
+    r = subprocess.run([str(CROSS), "--arch", "all", "--dist", str(dist), "--python", sys.executable],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for arch, tag, machine in (("aarch64", "linux_aarch64", 183), ("armhf", "linux_armv7l", 40)):
+        (whl,) = (dist / arch).glob("prunefl_edge-*.whl")
+        assert whl.name.endswith(f"-py3-none-{tag}.whl")
+        with zipfile.ZipFile(whl) as z:
+            so = z.read("prunefl_edge/_lib/libprunefl.so")
+            assert so[:4] == b"\x7fELF" and int.from_bytes(so[18:20], "little") == machine  # e_machine
+            names = z.namelist()
+            assert "prunefl_edge/_lib/include/prunefl/prunefl.h" in names
+            assert "coordinator/profiles/pi4-reference.json" in names
+            assert "prunefl-edge = prunefl_edge.cli:main" in z.read(
+                next(n for n in names if n.endswith("entry_points.txt"))).decode()
+        # pip, told it installs for that platform, takes the wheel (tag, metadata and RECORD are sound)
+        target = tmp_path / f"site-{arch}"
+        p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                            "--only-binary=:all:", "--platform", tag, "--target", str(target), str(whl)],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert (target / "prunefl_edge" / "_lib" / "libprunefl.so").is_file()
+    bad = subprocess.run([str(CROSS), "--arch", "mips"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--arch mips" in bad.stderr
