@@ -168,7 +168,14 @@ def test_evaluate_in_batches_equals_one_pass(net: Network) -> None:
     assert whole.n == parts.n == 37
     assert whole.accuracy == parts.accuracy
     assert whole.loss == pytest.approx(parts.loss, rel=1e-5)
-    np.testing.assert_allclose(net.logits(x, batch_size=7), net.logits(x, batch_size=64), rtol=1e-6)
+    small, large = net.logits(x, batch_size=7), net.logits(x, batch_size=64)
+    if "dense gemm builtin" in build_info():
+        # Our kernels sum every output in the same order whatever the batch size: bit-identical.
+        np.testing.assert_array_equal(small, large)
+    else:
+        # A BLAS picks its kernels by matrix shape (OpenBLAS 0.3.21 on a CPU it does not know falls back to
+        # Prescott kernels whose row tails sum in another order), so only float32 rounding of the sums may differ.
+        np.testing.assert_allclose(small, large, rtol=1e-6, atol=16 * np.finfo(np.float32).eps * np.abs(large).max())
 
 
 def test_close_is_idempotent_and_context_manager() -> None:
