@@ -42,6 +42,7 @@ from coordinator.run_options import (
 )
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState, StateError
+from coordinator.stragglers import StragglerPolicy
 
 log = logging.getLogger("prunefl-coord")
 
@@ -68,6 +69,8 @@ class CoordOptions(RunOptions):
     min_clients: int = 2
     wait_timeout: float = 600.0
     deadline: float = 120.0
+    straggler_misses: int = 3  # deadline misses in a row before an edge is left out of selection for a while
+    straggler_bench: int = 5  # rounds it is left out the first time (doubled each further time, at most 80)
     spawn_edges: int = 0  # --broker embedded / local broker: start this many prunefl-edge processes here
     edge_threads: int = 1
     partition: str = "iid"
@@ -102,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-clients", type=int, help=f"edges online before starting (default {d.min_clients})")
     g.add_argument("--wait-timeout", type=float, help=f"seconds to wait for them (default {d.wait_timeout})")
     g.add_argument("--deadline", type=float, help=f"seconds a round waits for results (default {d.deadline})")
+    g.add_argument("--straggler-misses", type=int,
+                   help="an edge that misses the deadline this many rounds in a row is left out of selection for "
+                        f"--straggler-bench rounds, doubled each time it misses again; 0: never (default "
+                        f"{d.straggler_misses})")
+    g.add_argument("--straggler-bench", type=int, help=f"rounds it is left out the first time (default "
+                                                        f"{d.straggler_bench}; doubled up to 80)")
     g = groups["run"]
     g.add_argument("--resume", action="store_const", const=True, help="continue from OUT/checkpoint.npz")
     g.add_argument("--spawn-edges", type=int, help="start this many prunefl-edge processes on this machine, each "
@@ -119,6 +128,8 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
         raise UsageError(str(e)) from e
     check_run_options(o, [(o.min_clients > 0, "--min-clients must be positive"),
                           (o.deadline > 0, "--deadline must be positive (seconds)"),
+                          (o.straggler_misses >= 0, "--straggler-misses must be >= 0 (0: never leave an edge out)"),
+                          (o.straggler_bench > 0, "--straggler-bench must be positive (rounds)"),
                           (o.spawn_edges >= 0, "--spawn-edges must be >= 0"),
                           (o.edge_threads > 0, "--edge-threads > 0"),
                           (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
@@ -287,7 +298,9 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
             time_model = edges_time_model(transport, online, spec, opts, out)
         cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
-                           deadline_s=opts.deadline, max_update_norm=opts.max_update_norm)
+                           deadline_s=opts.deadline, max_update_norm=opts.max_update_norm,
+                           stragglers=StragglerPolicy(opts.straggler_misses, opts.straggler_bench,
+                                                      max(80, opts.straggler_bench)))
         evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)
         earlier = resumed_records(out / "metrics.jsonl", state) if opts.resume else []
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainR
 from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
 from coordinator.state import GlobalState
+from coordinator.stragglers import StragglerPolicy, eligible, forget_returned, read_book, record_round
 from coordinator.time_model import TimeModel
 from coordinator.transport import ClientFailure, Gathered, Transport
 from prunefl_edge.model_spec import ModelSpec
@@ -47,6 +48,7 @@ class ServerConfig:
     deadline_s: float | None = None
     min_clients: int = 1  # a round with fewer results keeps the weights unchanged (and says so)
     max_update_norm: float | None = None  # results whose update (L2, all parameters) is larger are not aggregated
+    stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)  # default: never bench an edge
 
 
 def link_time_per_weight(results: Sequence[TrainResult], round_trip_s: dict[str, float], kept: int) -> float | None:
@@ -207,7 +209,13 @@ class Coordinator:
     def run_round(self) -> dict[str, Any]:
         st, cfg = self.state, self.config
         r = st.round
-        clients = select_clients(st.rng, self.transport.available_clients(), cfg.clients_per_round)
+        available = self.transport.available_clients()
+        # an edge benched for missing the deadline is left out, as long as half of K (and min_clients) remain; one
+        # that went offline meanwhile starts afresh when it is back (a partition healed, a link fixed)
+        book = read_book(st.extra)
+        forget_returned(book, available, self.transport.comebacks)
+        pool, benched = eligible(book, available, r, max(cfg.min_clients, (cfg.clients_per_round + 1) // 2))
+        clients = select_clients(st.rng, pool, cfg.clients_per_round)
         if not clients:
             raise RuntimeError("no client is available")
         train_cfg = self.method.configure_round(self, r)
@@ -242,13 +250,20 @@ class Coordinator:
         missed = {f.client_id: f.reason for f in got.failures}
         missed.update({res.client_id: why for res, why in rejected if res.round == r})
         late = sorted(res.client_id for res, _ in rejected if res.round != r)
+        if cfg.stragglers.misses > 0:
+            in_time = {res.client_id for res in results if res.round == r}
+            timed_out = [f.client_id for f in got.failures if f.reason == "timeout"]
+            for c, until in record_round(book, cfg.stragglers, r, timed_out, in_time, self.transport.comebacks).items():
+                log.warning("round %d: %s missed the deadline %d rounds in a row: left out of selection until round "
+                            "%d", r, c, book[c]["misses"], until)
+            st.extra["stragglers"] = book
         save_failures = {c: n_f for c in self.transport.available_clients()
                          if isinstance(n_f := self.transport.client_info(c).get("state_save_failures"), int)
                          and n_f > 0}
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
-            missed=missed, late_results=late, state_save_failures=save_failures,
+            missed=missed, late_results=late, benched=benched, state_save_failures=save_failures,
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,

@@ -42,6 +42,11 @@ class Transport(ABC):
         """What a client announced about itself (``n_samples``, ``profile``, ``threads`` ...); may be empty."""
         return {}
 
+    def comebacks(self, client_id: str) -> int:
+        """How often the client came back online after being offline, as this transport saw (0 if it cannot tell):
+        a client back from a partition or a restart is not judged by its record from before."""
+        return 0
+
     @abstractmethod
     def send(self, client_id: str, task: Task) -> int:
         """Hand a task to a client; returns the bytes sent when known (0 otherwise). Must not block on training."""

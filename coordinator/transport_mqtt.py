@@ -50,6 +50,7 @@ class MqttTransport(Transport):
         self.limits = limits or Limits()
         self.offline_grace_s = offline_grace_s
         self.edges: dict[str, EdgeInfo] = {}
+        self._comebacks: dict[str, int] = {}  # edge -> times its status went from offline to online
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._results: queue.Queue[tuple[str, Decoded, float]] = queue.Queue()  # (edge, message, arrival time)
@@ -101,6 +102,8 @@ class MqttTransport(Transport):
                                             time.monotonic())
                 if prev is None or prev.state != msg.body.state:
                     log.info("edge %s is %s", edge, msg.body.state)
+                if prev is not None and prev.state == "offline" and msg.body.state != "offline":
+                    self._comebacks[edge] = self._comebacks.get(edge, 0) + 1
                 self._changed.notify_all()
             return
         if leaf != "result":
@@ -139,6 +142,10 @@ class MqttTransport(Transport):
         with self._lock:
             e = self.edges.get(client_id)
             return dict(e.info) if e else {}
+
+    def comebacks(self, client_id: str) -> int:
+        with self._lock:
+            return self._comebacks.get(client_id, 0)
 
     def wait_for_clients(self, n: int, timeout_s: float | None = None, progress_every_s: float = 10.0) -> list[str]:
         """Block until at least ``n`` edges are online (or the timeout passes); returns those online."""

@@ -76,7 +76,11 @@ def test_a_partitioned_edge_misses_rounds_and_rejoins_when_the_network_heals(mos
         if r == 3:  # the link drops: no bytes either way, no connection closed
             proxy.partition()
             seen["partitioned_after"] = r
-        elif r == 8:  # the broker has published edge1's Last Will by now; heal and wait for it to come back
+        elif r == 8:  # the broker publishes edge1's Last Will 1.5 keepalives after its last packet; then heal
+            end = time.monotonic() + 60
+            while "edge1" in transport.available_clients() and time.monotonic() < end:
+                time.sleep(0.1)
+            assert "edge1" not in transport.available_clients(), "the broker never published edge1's Last Will"
             proxy.heal()
             assert len(transport.wait_for_clients(4, 60)) == 4, "edge1 did not reconnect after the partition"
             seen["healed_after"] = r
@@ -93,16 +97,17 @@ def test_a_partitioned_edge_misses_rounds_and_rejoins_when_the_network_heals(mos
     assert seen == {"partitioned_after": 3, "healed_after": 8}
     # round 4 still chose edge1 (online as far as anyone knew) and closed at the deadline without it
     assert recs[4]["missed"] == {"edge1": "timeout"} and recs[4]["results"] == 3
-    # then it was offline (its Last Will) and not chosen, until the network healed
+    # then it was offline (its Last Will) or left out as a straggler, not chosen until the network healed
     assert any(r["clients"] == 3 and r["failures"] == 0 for r in recs[5:9]), [r["clients"] for r in recs]
-    assert all("edge1" not in r["missed"] for r in recs[9:]), [r["missed"] for r in recs[9:]]
-    assert all(r["results"] == 4 for r in recs[10:])
+    # back online, its record of missed deadlines forgotten: chosen and in time from the next round on
+    assert all("edge1" not in r["missed"] and not r["benched"] for r in recs[9:]), [r["missed"] for r in recs[9:]]
+    assert all(r["results"] == 4 for r in recs[10:]), [(r["round"], r["results"], r["benched"]) for r in recs]
     assert proxy.connections >= 2  # it reconnected through the healed link
     # the mask changes made while it was cut off reached it: it holds the last round's mask version
     assert _status(tmp_path / "edges", "edge1")["mask_version"] == recs[-1]["mask_version"] >= 3
 
 
-def test_an_edge_on_a_slow_link_always_misses_the_deadline_and_the_rounds_go_on(mosquitto, tmp_path):  # noqa: F811
+def test_an_edge_on_a_slow_link_misses_the_deadline_and_is_left_out_for_a_while(mosquitto, tmp_path):  # noqa: F811
     broker = mosquitto()
     proxy = TcpProxy(broker.port, delay_s=1.0)  # 1 s each way: a task and its result take > 2 s
     try:
@@ -113,12 +118,17 @@ def test_an_edge_on_a_slow_link_always_misses_the_deadline_and_the_rounds_go_on(
     out = tmp_path / "run"
     _check_learned(coord, out, 12)
     recs = _train(out)
-    # every round: chosen, waited for until the deadline, closed with the other three
-    assert all(r["missed"] == {"edge1": "timeout"} and r["results"] == 3 for r in recs), [r["missed"] for r in recs]
+    # chosen, waited for until the deadline, closed with the other three; after 3 misses in a row (the default
+    # --straggler-misses) left out for 5 rounds (--straggler-bench), tried again, missed, left out for 10
+    missed = [r["round"] for r in recs if r["missed"] == {"edge1": "timeout"}]
+    benched = [r["round"] for r in recs if r["benched"] == ["edge1"]]
+    assert (missed, benched) == ([0, 1, 2, 8], [3, 4, 5, 6, 7, 9, 10, 11]), [(r["missed"], r["benched"]) for r in recs]
+    assert all(r["results"] == 3 and r["clients"] == (4 if r["round"] in missed else 3) for r in recs)
     # its answers came, late: each was dropped as a result of an earlier round, never aggregated
     assert sum(r["late_results"].count("edge1") for r in recs) >= 3
     assert all(set(r["late_results"]) <= {"edge1"} for r in recs)
-    assert _status(tmp_path / "edges", "edge1")["tasks_done"] >= 4  # it did train, just too slowly
+    # it did train, just too slowly (the last task may still be on the slow link when the run ends)
+    assert _status(tmp_path / "edges", "edge1")["tasks_done"] in (3, 4)
 
 
 @contextlib.contextmanager

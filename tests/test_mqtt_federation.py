@@ -223,6 +223,8 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
     (["--spawn-edges", "1", "--min-clients", "2"], 2, "would never start"),
     (["--method", "reinit"], 2, "--mask-from"),
     (["--max-update-norm", "0"], 2, "--max-update-norm must be positive"),
+    (["--straggler-misses", "-1"], 2, "--straggler-misses must be >= 0"),
+    (["--straggler-bench", "0"], 2, "--straggler-bench must be positive"),
     (["--profile", "/nonexistent.json"], 2, "prunefl-edge profile --out FILE"),
     (["--config", "/nonexistent.toml"], 2, "does not exist"),
 ])
