@@ -365,12 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("bench_core needs PyTorch as its reference: pip install torch==2.13.0", file=sys.stderr)
         return 2
+    from prunefl_edge.blas_check import blas_note
     from prunefl_edge.engine import build_info
 
     repeat = 3 if args.quick else args.repeat
     densities = (1.0, 0.1) if args.quick else DENSITIES
     rng = np.random.default_rng(0)
     print(f"# prunefl core: {build_info()}; torch {torch.__version__}; threads {args.threads}; batch {BATCH}")
+    gemm, warning = blas_note(build_info())
+    print(f"# dense GEMM: {gemm}" + (f"\n# WARNING: {warning}" if warning else ""))
 
     ours = OursConv2(args.threads)
     thresholds = {layer: 0.3 for layer in ours.prunable_layers}

@@ -49,6 +49,13 @@ def start(args: argparse.Namespace) -> int:
     except NativeLibraryError as e:
         print(f"prunefl-edge start: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    from prunefl_edge.blas_check import blas_note
+    from prunefl_edge.engine import build_info
+
+    gemm, warning = blas_note(build_info())
+    log.info("C core: %s; dense GEMM: %s", build_info(), gemm)
+    if warning:
+        log.warning("%s", warning)
     try:
         agent = EdgeAgent(cfg, x, y, classes)
     except OSError as e:
@@ -100,12 +107,17 @@ def check(args: argparse.Namespace) -> int:
         return EXIT_DATA
     print(f"data    ok    {len(y)} samples of shape {tuple(x.shape[1:])}, {classes} classes")
     try:
+        from prunefl_edge.blas_check import blas_note
         from prunefl_edge.engine import build_info
 
-        print(f"core    ok    {build_info()}")
+        info = build_info()
     except (ImportError, OSError) as e:
         print(f"core    FAIL  the C core cannot be loaded ({e}): reinstall prunefl-edge or set PRUNEFL_EDGE_LIB")
-        return EXIT_DATA
+        return EXIT_CONFIG
+    gemm, warning = blas_note(info)
+    print(f"core    ok    {info}; dense GEMM: {gemm}")
+    if warning:
+        print(f"core    WARN  {warning}")
     print(f"profile ok    {_profile_line(cfg)}")
     client = MqttClient(cfg.broker, client_id=f"{cfg.id}-check")
     t0 = time.perf_counter()

@@ -94,8 +94,8 @@ def test_check_reports_each_part_and_exits_with_its_code(tmp_path: Path, mosquit
     good = _write(tmp_path, edge={"state_dir": str(tmp_path / "state")}, broker={"url": broker.url})
     code, out = _check(good, capsys)
     assert code == 0, out
-    for part in ("config  ok", "data    ok    1797 samples", "core    ok", "profile ok    measured at the first start",
-                 "broker  ok"):
+    for part in ("config  ok", "data    ok    1797 samples", "core    ok", "dense GEMM: ",
+                 "profile ok    measured at the first start", "broker  ok"):
         assert part in out, out
     # each failure: its line says what is wrong, the exit code says which part
     bad = _write(tmp_path, edge={"threads": 0})
@@ -121,3 +121,16 @@ def test_start_without_the_c_core_is_an_installation_error_not_a_crash_at_the_fi
                        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 2, p.stderr  # the systemd unit does not restart on 2: restarting cannot fix it
     assert "PRUNEFL_EDGE_LIB" in p.stderr and "does not exist" in p.stderr
+
+
+def test_check_without_the_c_core_says_so_with_exit_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg = _write(tmp_path, edge={"state_dir": str(tmp_path / "state")}, profile={"measure": False})
+    env = {**os.environ, "PRUNEFL_EDGE_LIB": str(tmp_path / "nowhere" / "libprunefl.so")}
+    p = subprocess.run([sys.executable, "-m", "prunefl_edge.cli", "check", "--config", cfg], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "core    FAIL" in p.stdout and "PRUNEFL_EDGE_LIB" in p.stdout
