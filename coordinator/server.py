@@ -90,6 +90,7 @@ class Coordinator:
         self.layer_names = [spec.layer_name(pshapes[p].layer) for p in self.weight_params]
         self.sizes = {p: pshapes[p].size for p in self.weight_params}
         self.client_version: dict[str, int] = {}  # mask version each client holds (-1: none / unknown)
+        self._comebacks: dict[str, int] = {}  # the transport's count of each client's returns, when last looked at
         self._mask_history: dict[int, dict[int, np.ndarray]] = {state.mask_version: state.masks}
         # kept values of the weights sent in tasks, for (that weights list itself, mask version): an `is` test, not
         # id(), whose number a later list may reuse
@@ -116,6 +117,17 @@ class Coordinator:
 
         cur = self.state.mask_version
         held = self.client_version.get(client_id, -1)
+        back = self.transport.comebacks(client_id)
+        if back != self._comebacks.get(client_id, 0):
+            # back from offline (a restart, a healed partition): if the version it announces is not the one
+            # believed (its state was saved before its last task, or it ran a queued task), the full mask, which
+            # applies whatever it holds, instead of a change it would reject and lose the round for
+            self._comebacks[client_id] = back
+            announced = self.transport.client_info(client_id).get("mask_version")
+            if announced != held:
+                log.info("%s is back holding mask version %s, not %d: it gets the full mask", client_id, announced,
+                         held)
+                held = self.client_version[client_id] = -1
         if held == cur:
             return MaskUpdate(cur)
         if held in self._mask_history:

@@ -112,8 +112,15 @@ class EdgeAgent:
     def info(self) -> dict[str, Any]:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
-                "mask_version": self.trainer.mask_version if self.trainer is not None else -1,
+                "mask_version": self._held_mask_version(),
                 "profile": announced(self.profile), **self.counters}
+
+    def _held_mask_version(self) -> int:
+        """The trainer's mask version; before the first task of this start, the saved state's (applied then)."""
+        if self.trainer is not None:
+            return self.trainer.mask_version
+        v = self._saved[0].get("mask_version") if self._saved is not None else None
+        return v if isinstance(v, int) and not isinstance(v, bool) else -1
 
     def _status_bytes(self, state: str) -> bytes:
         return encode_status(StatusMsg(state, self.info() if state != "offline" else {}),

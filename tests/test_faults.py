@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +130,40 @@ def test_an_edge_on_a_slow_link_misses_the_deadline_and_is_left_out_for_a_while(
     assert all(set(r["late_results"]) <= {"edge1"} for r in recs)
     # it did train, just too slowly (the last task may still be on the slow link when the run ends)
     assert _status(tmp_path / "edges", "edge1")["tasks_done"] in (3, 4)
+
+
+def test_an_edge_restarted_with_an_older_state_gets_the_full_mask_and_loses_no_round(mosquitto, tmp_path):  # noqa: F811
+    # its state file from before the last mask changes put back, as when a kill came between its last result
+    # and that task's state save, or a backup was restored
+    broker = mosquitto()
+    state = tmp_path / "edges" / "edge1" / "state" / "trainer_state.npz"
+    seen: dict[str, int] = {}
+
+    def disturb(rec, _edges, transport):
+        r = rec["round"]
+        if r == 1:
+            shutil.copy(state, tmp_path / "old_state.npz")
+            seen["saved_version"] = _status(tmp_path / "edges", "edge1")["mask_version"]
+        elif r == 6:
+            local.stop_edge("edge1", kill=True)
+            end = time.monotonic() + 30
+            while "edge1" in transport.available_clients() and time.monotonic() < end:
+                time.sleep(0.05)
+            shutil.copy(tmp_path / "old_state.npz", state)
+            seen["version_then"] = rec["mask_version"]
+            local.start_edge("edge1")
+            assert len(transport.wait_for_clients(4, 60)) == 4
+
+    with _edges(tmp_path / "edges", broker.url) as local:
+        coord = run(_opts(tmp_path, broker.url, rounds=10, reconfig_interval=2), progress=False, hook=disturb)
+    out = tmp_path / "run"
+    _check_learned(coord, out, 10)
+    recs = _train(out)
+    assert seen["saved_version"] < seen["version_then"]  # the state put back was older than the coordinator knew
+    # chosen in every round after the restart, and in time: the full mask applied to what it held
+    assert all(r["results"] == 4 and not r["missed"] for r in recs[7:]), [r["missed"] for r in recs[7:]]
+    assert _status(tmp_path / "edges", "edge1")["mask_version"] == recs[-1]["mask_version"]
+    assert _status(tmp_path / "edges", "edge1")["tasks_rejected"] == 0
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ tasks, results, mask changes, deadlines, restarts, resume), not the accuracy Pru
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -85,8 +86,9 @@ def test_federation_on_the_embedded_broker_with_the_edges_measured_profiles(tmp_
     assert chosen["intercept_s"] == status[chosen["extra"]["edge"]]["profile"]["intercept_s"]
 
 
-def test_an_edge_that_hangs_or_dies_mid_run_misses_rounds_and_rejoins(mosquitto, tmp_path):  # noqa: F811
+def test_an_edge_that_hangs_or_dies_mid_run_misses_rounds_and_rejoins(mosquitto, tmp_path, caplog):  # noqa: F811
     broker = mosquitto()
+    caplog.set_level(logging.INFO, logger="coordinator.server")
 
     def disturb(rec, edges, transport):
         r, proc = rec["round"], edges.procs["edge1"]
@@ -113,6 +115,8 @@ def test_an_edge_that_hangs_or_dies_mid_run_misses_rounds_and_rejoins(mosquitto,
     assert all(r["results"] == 4 and r["failures"] == 0 for r in recs[9:])  # back
     assert coord.state.round == 14
     assert _edge_status(tmp_path / "run")["edge1"]["tasks_done"] > 0
+    # restarted, it announced the mask version of its saved state, the one the coordinator knew: no full mask
+    assert "edge1 is back holding mask version" not in caplog.text
 
 
 def test_broker_restart_mid_run(mosquitto, tmp_path):  # noqa: F811

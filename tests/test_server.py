@@ -174,3 +174,31 @@ def test_link_time_per_weight_is_round_trip_minus_compute_per_kept_weight():
     assert link_time_per_weight(res, {}, 1000) is None  # in-process: no round trips
     recs = _coord(FedAvg(), rounds=2)[0].run()
     assert all(r["link_s_per_weight"] is None for r in recs)
+
+
+def test_a_client_back_from_offline_with_another_mask_version_gets_the_full_mask():
+    coord, spy = _coord(PruneFL(initial=False, reconfig_interval=2), rounds=5)
+    coord.run()
+    cur = coord.state.mask_version
+    assert cur >= 1
+    back = {"c0": 0, "c1": 0}
+    announced = {"c0": cur, "c1": cur}
+    spy.comebacks = lambda cid: back.get(cid, 0)
+    spy.client_info = lambda cid: {"mask_version": announced.get(cid)}
+    for cid in ("c0", "c1"):
+        coord.client_version[cid] = cur
+    assert coord._mask_update("c0").full is None  # no comeback: what it is believed to hold
+    # both restarted; c0's state was saved before its last task (one version older), c1's is current
+    back.update(c0=1, c1=1)
+    announced["c0"] = cur - 1
+    upd0, upd1 = coord._mask_update("c0"), coord._mask_update("c1")
+    assert upd0.full is not None and upd0.version == cur
+    assert upd1.full is None and upd1.delta is None
+    assert coord.client_version["c0"] == -1 and coord.client_version["c1"] == cur
+    # the full mask applies to whatever a trainer holds
+    t = spy.trainers["c0"]
+    t._install_masks({p: np.ones(m.shape, bool) for p, m in coord.state.masks.items()}, cur - 1)
+    t._apply_mask(upd0)
+    assert t.mask_version == cur
+    for p, m in coord.state.masks.items():
+        np.testing.assert_array_equal(t.masks[p], m)
