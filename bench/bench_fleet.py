@@ -38,8 +38,11 @@ edges, broker and coordinator sharing both cores; ``--rounds 6`` and ``--model c
 --rounds 4``):
 
 * MLP on digits, density 0.1 (50 kB per edge per round): 47 / 49 / 96 ms overhead per round at 10 / 50 / 120 edges,
-  coordinator CPU 9 / 39 / 77 ms per round, peak RSS 62 / 64 / 67 MB. The 10-edge figure is mostly Nagle's
-  algorithm meeting delayed ACKs on small messages (``--tcp-nodelay``: 12 ms).
+  coordinator CPU 9 / 39 / 77 ms per round, peak RSS 62 / 64 / 67 MB, measured with Nagle's algorithm on (paho's
+  and Mosquitto's default; ``--nagle`` now). The 10-edge figure was mostly Nagle meeting delayed ACKs on small
+  messages: 12 ms with TCP_NODELAY on the clients and in Mosquitto, which the runtime (``BrokerConfig.tcp_nodelay``)
+  and firmware_scripts/provision_broker.sh now set and this script uses by default. (On a later, slower machine
+  with one core busy the two were within noise: 36-50 ms without Nagle, 47-49 ms with.)
 * Conv-2 on MNIST, density 0.1 (5.2 MB per edge per round, task and result): 0.11 / 0.61 / 1.15 s overhead at
   10 / 50 / 100 edges, coordinator CPU 8 ms per edge per round, peak RSS 223 / 354 / 511 MB, 2.4-3.0x the
   in-process work.
@@ -64,7 +67,6 @@ import multiprocessing as mp
 import os
 import queue
 import resource
-import socket
 import statistics
 import sys
 import tempfile
@@ -152,15 +154,6 @@ def proc_status_kb(pid: int | str, key: str) -> int:
     return 0
 
 
-def set_nodelay(client: MqttClient) -> None:
-    """TCP_NODELAY on a connected client's socket (``--tcp-nodelay``: an experiment; paho leaves Nagle on). Reaches
-    into paho's client because MqttClient has no option for it."""
-    sock = client._client.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
@@ -216,7 +209,7 @@ class LightFleet:
         self._due: list[tuple[float, int, str, list[bytes]]] = []  # heap of answers waiting for "training"
         self._seq = 0
         self.edges: dict[str, LightEdge] = {}
-        bc = BrokerConfig(url=job.url)
+        bc = BrokerConfig(url=job.url, tcp_nodelay=job.tcp_nodelay)
         for k, eid in enumerate(job.ids):
             idx = job.first_index + k
             e = LightEdge(eid, idx % VARIANTS, job.n_samples)
@@ -233,8 +226,6 @@ class LightFleet:
 
     def _announcer(self, e: LightEdge) -> Any:
         def announce() -> None:
-            if self.job.tcp_nodelay and e.client is not None:
-                set_nodelay(e.client)
             self._announce(e)
         return announce
 
@@ -425,12 +416,11 @@ def run_coordinator(job: CoordJob) -> dict[str, Any]:
     state = GlobalState.create(weights, ones, job.seed)
     method = FedAvg() if job.density >= 1 else FixedMask(fixed_masks(weights, prunable, job.density, job.seed),
                                                          None, "fixed-mask")
-    transport = MqttTransport(BrokerConfig(url=job.url), FEDERATION, spec_to_dict(spec), client_id="coordinator",
+    bc = BrokerConfig(url=job.url, tcp_nodelay=job.tcp_nodelay)
+    transport = MqttTransport(bc, FEDERATION, spec_to_dict(spec), client_id="coordinator",
                               max_payload_bytes=MAX_PAYLOAD, sizes={i: pshapes[i].size for i in prunable})
     try:
         transport.start()
-        if job.tcp_nodelay:
-            set_nodelay(transport.client)
         rss_start_kb = proc_status_kb("self", "VmRSS")
         t0 = time.perf_counter()
         online = transport.wait_for_clients(job.n_edges, job.connect_timeout_s)
@@ -478,9 +468,10 @@ def run_coordinator(job: CoordJob) -> dict[str, Any]:
 
 # ---- one N -----------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def lean_mosquitto(workdir: Path, tcp_nodelay: bool = False, attempts: int = 3) -> Iterator[Any]:
+def lean_mosquitto(workdir: Path, tcp_nodelay: bool = True, attempts: int = 3) -> Iterator[Any]:
     """Mosquitto on a free loopback port with its default limits; logging of errors and warnings only (the tests'
-    helper logs every packet, which would be part of the measurement); ``set_tcp_nodelay`` when asked."""
+    helper logs every packet, which would be part of the measurement); ``set_tcp_nodelay`` as
+    firmware_scripts/provision_broker.sh configures it, unless ``tcp_nodelay`` is False."""
     from mosquitto_util import Broker, MosquittoError, free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -513,7 +504,7 @@ def run_fleet(n: int, args: argparse.Namespace, num_classes: int, input_shape: t
     ctx = mp.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     with (tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp,
-          lean_mosquitto(Path(tmp) / "broker", args.tcp_nodelay) as broker):
+          lean_mosquitto(Path(tmp) / "broker", not args.nagle) as broker):
         stop = ctx.Event()
         procs = max(1, min(args.edge_procs, n))
         per = math.ceil(n / procs)
@@ -525,7 +516,7 @@ def run_fleet(n: int, args: argparse.Namespace, num_classes: int, input_shape: t
                 if lo >= hi:
                     break
                 job = EdgeJob(broker.url, tuple(edge_id(i) for i in range(lo, hi)), lo, args.model, num_classes,
-                              input_shape, args.seed, args.train_s, n_samples, args.tcp_nodelay, level)
+                              input_shape, args.seed, args.train_s, n_samples, not args.nagle, level)
                 p = ctx.Process(target=edge_worker, args=(job, stop), name=f"edges-{w}", daemon=True)
                 p.start()
                 workers.append(p)
@@ -533,7 +524,7 @@ def run_fleet(n: int, args: argparse.Namespace, num_classes: int, input_shape: t
             assert broker.process is not None
             cjob = CoordJob(broker.url, n, args.rounds, args.model, num_classes, input_shape, args.density, args.seed,
                             args.deadline, args.connect_timeout, broker.process.pid,
-                            tuple(p.pid for p in workers if p.pid is not None), args.tcp_nodelay, level)
+                            tuple(p.pid for p in workers if p.pid is not None), not args.nagle, level)
             coord = ctx.Process(target=coordinator_worker, args=(cjob, out), name="coordinator", daemon=True)
             coord.start()
             limit = time.monotonic() + args.connect_timeout + args.rounds * (args.deadline + 30) + 120
@@ -635,9 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--edge-procs", type=int, default=2, help="worker processes running the light edges (default 2)")
     p.add_argument("--deadline", type=float, default=120.0, help="round deadline in seconds (default 120)")
     p.add_argument("--connect-timeout", type=float, default=120.0, help="seconds for all edges to come online")
-    p.add_argument("--tcp-nodelay", action="store_true",
-                   help="experiment: TCP_NODELAY on every client socket and set_tcp_nodelay in Mosquitto (both off by "
-                        "default: Nagle + delayed ACKs then stall small messages by ~40 ms)")
+    p.add_argument("--nagle", action="store_true",
+                   help="the comparison: Nagle's algorithm on every client socket and in Mosquitto, as paho and "
+                        "Mosquitto default to (the runtime and provision_broker.sh turn it off: with delayed ACKs it "
+                        "stalls small messages by ~40 ms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures (and every round's) to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="log every round")

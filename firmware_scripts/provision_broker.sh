@@ -332,6 +332,7 @@ render() {
         uses_passwords && echo "password_file $bp/passwd"
         echo "max_packet_size $MAX_PACKET"
         echo "persistent_client_expiration 14d"
+        echo "set_tcp_nodelay true"
         echo
         echo "# TLS listener"
         echo "listener $PORT${BIND:+ $BIND}"

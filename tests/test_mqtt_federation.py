@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -301,3 +302,25 @@ def test_coordinator_config_file_rejects_unknown_keys(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 2
     assert "unknown key 'bogus-key'" in p.stderr and "min_clients" in p.stderr
+
+
+def test_clients_turn_nagle_off_on_every_connection_unless_asked(mosquitto):  # noqa: F811
+    from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
+
+    broker = mosquitto()
+    on = MqttClient(BrokerConfig(broker.url), "nodelay")
+    off = MqttClient(BrokerConfig(broker.url, tcp_nodelay=False), "nagle")
+    try:
+        assert on.start(10) and off.start(10)
+
+        def nodelay(c) -> int:
+            return c._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+        assert nodelay(on) != 0 and nodelay(off) == 0
+        on.connected.clear()
+        broker.restart()  # a new socket after the reconnection: set again
+        assert on.connected.wait(30)
+        assert nodelay(on) != 0
+    finally:
+        on.stop()
+        off.stop()
