@@ -52,8 +52,9 @@ def start(args: argparse.Namespace) -> int:
     from prunefl_edge.blas_check import blas_note
     from prunefl_edge.engine import build_info
 
-    gemm, warning = blas_note(build_info())
-    log.info("C core: %s; dense GEMM: %s", build_info(), gemm)
+    info = build_info()
+    gemm, warning = blas_note(info)
+    log.info("C core: %s; dense GEMM: %s", info, gemm)
     if warning:
         log.warning("%s", warning)
     try:

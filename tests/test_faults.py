@@ -45,6 +45,14 @@ def _train(out: Path) -> list[dict]:
     return [r for r in _records(out) if r["stage"] == "train"]
 
 
+def _wait_offline(transport, eid: str, timeout_s: float) -> bool:
+    """Until the coordinator's transport no longer lists ``eid`` (its Last Will came); whether it came in time."""
+    end = time.monotonic() + timeout_s
+    while eid in transport.available_clients() and time.monotonic() < end:
+        time.sleep(0.05)
+    return eid not in transport.available_clients()
+
+
 def _status(edges_root: Path, eid: str) -> dict:
     return json.loads((edges_root / eid / "state" / "status.json").read_text())
 
@@ -78,10 +86,7 @@ def test_a_partitioned_edge_misses_rounds_and_rejoins_when_the_network_heals(mos
             proxy.partition()
             seen["partitioned_after"] = r
         elif r == 8:  # the broker publishes edge1's Last Will 1.5 keepalives after its last packet; then heal
-            end = time.monotonic() + 60
-            while "edge1" in transport.available_clients() and time.monotonic() < end:
-                time.sleep(0.1)
-            assert "edge1" not in transport.available_clients(), "the broker never published edge1's Last Will"
+            assert _wait_offline(transport, "edge1", 60), "the broker never published edge1's Last Will"
             proxy.heal()
             assert len(transport.wait_for_clients(4, 60)) == 4, "edge1 did not reconnect after the partition"
             seen["healed_after"] = r
@@ -146,9 +151,7 @@ def test_an_edge_restarted_with_an_older_state_gets_the_full_mask_and_loses_no_r
             seen["saved_version"] = _status(tmp_path / "edges", "edge1")["mask_version"]
         elif r == 6:
             local.stop_edge("edge1", kill=True)
-            end = time.monotonic() + 30
-            while "edge1" in transport.available_clients() and time.monotonic() < end:
-                time.sleep(0.05)
+            _wait_offline(transport, "edge1", 30)
             shutil.copy(tmp_path / "old_state.npz", state)
             seen["version_then"] = rec["mask_version"]
             local.start_edge("edge1")
