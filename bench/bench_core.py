@@ -42,7 +42,7 @@ LR = 0.05
 
 
 def conv2_spec(num_classes: int = 62):  # noqa: ANN201 - ModelSpec, imported lazily
-    from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
+    from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 
     return ModelSpec(
         input_shape=(1, 28, 28),
@@ -238,8 +238,8 @@ class TorchSparseConv2:
 
 def fc1_cases(torch, threads: int, density: float, repeat: int, ours_threshold: float):  # noqa: ANN001, ANN201
     """fc1 (3136->2048) alone: ours, dense, COO and CSR, forward and forward+backward."""
+    from prunefl_common.model_spec import Linear, ModelSpec
     from prunefl_edge.engine import Network
-    from prunefl_edge.model_spec import Linear, ModelSpec
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(3)

@@ -5,7 +5,7 @@ For each N in ``--edges`` (default 10, 50, 120) the script starts a fresh Mosqui
 :class:`coordinator.transport_mqtt.MqttTransport`, assembled as ``prunefl-coord`` does it), each in its own
 process, and runs ``--rounds`` rounds with all N edges selected in every round.
 
-A light edge is a real MQTT client (:class:`prunefl_edge.protocol.mqtt_client.MqttClient`, its own connection,
+A light edge is a real MQTT client (:class:`prunefl_common.protocol.mqtt_client.MqttClient`, its own connection,
 Last Will and retained "online" status like ``prunefl-edge``) that does not train: it decodes each task,
 answers after a simulated training time (``--train-s``) with a TrainResult whose values are precomputed per mask
 version (its own weights' kept values under the task's mask; a few weight variants are shared by the edges of a
@@ -82,14 +82,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from coordinator.aggregation import aggregate_results, kept_index  # noqa: E402
-from coordinator.mask_delta import MaskDeltaError, apply_mask_delta  # noqa: E402
-from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
 from coordinator.result_check import train_result_problem  # noqa: E402
-from prunefl_edge.protocol.chunks import Reassembler, split_message  # noqa: E402
-from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient  # noqa: E402
-from prunefl_edge.protocol.recent import RecentIds  # noqa: E402
-from prunefl_edge.protocol.topics import Topics  # noqa: E402
-from prunefl_edge.protocol.wire import (  # noqa: E402
+from prunefl_common.mask_delta import MaskDeltaError, apply_mask_delta  # noqa: E402
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
+from prunefl_common.protocol.chunks import Reassembler, split_message  # noqa: E402
+from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient  # noqa: E402
+from prunefl_common.protocol.recent import RecentIds  # noqa: E402
+from prunefl_common.protocol.topics import Topics  # noqa: E402
+from prunefl_common.protocol.wire import (  # noqa: E402
     ProtocolError,
     RejectMsg,
     StatusMsg,
@@ -158,7 +158,7 @@ def setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     if level > logging.DEBUG:  # one line per connection / status change is noise at 120 edges
-        for name in ("prunefl_edge.protocol.mqtt_client", "coordinator.transport_mqtt"):
+        for name in ("prunefl_common.protocol.mqtt_client", "coordinator.transport_mqtt"):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
@@ -198,7 +198,7 @@ class LightFleet:
     tasks, finds the precomputed answer and publishes it when the simulated training is over."""
 
     def __init__(self, job: EdgeJob) -> None:
-        from coordinator.sim_inputs import load_model
+        from prunefl_edge.inputs import load_model
 
         self.job = job
         self.topics = Topics(FEDERATION)
@@ -402,11 +402,11 @@ def coordinator_worker(job: CoordJob, out: Any) -> None:
 def run_coordinator(job: CoordJob) -> dict[str, Any]:
     from coordinator.methods import FedAvg, FixedMask
     from coordinator.server import Coordinator, ServerConfig
-    from coordinator.sim_inputs import load_model
     from coordinator.state import GlobalState
-    from coordinator.time_model import TimeModel, load_profile
     from coordinator.transport_mqtt import MqttTransport
-    from prunefl_edge.model_spec import spec_to_dict
+    from prunefl_common.model_spec import spec_to_dict
+    from prunefl_common.time_model import TimeModel, load_profile
+    from prunefl_edge.inputs import load_model
 
     spec, weights = load_model(job.model, job.num_classes, job.input_shape, job.seed)
     pshapes = spec.param_shapes()
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(logging.INFO if args.verbose else logging.WARNING)
     raise_nofile()
 
-    from coordinator.sim_inputs import load_data
+    from prunefl_edge.inputs import load_data
 
     dataset = args.dataset or ("mnist5k" if args.model == "conv2" else "digits")
     data = load_data(dataset, 0.2, args.seed)

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from coordinator.aggregation import aggregate_results, kept_index  # noqa: E402
-from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
-from coordinator.sim_inputs import load_model  # noqa: E402
-from prunefl_edge.protocol.wire import decode, encode_result, encode_task  # noqa: E402
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
+from prunefl_common.protocol.wire import decode, encode_result, encode_task  # noqa: E402
+from prunefl_edge.inputs import load_model  # noqa: E402
 
 
 def decode_aggregate(density: float, k: int = 4, repeat: int = 7) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from coordinator.messages import TrainResult
+from prunefl_common.messages import TrainResult
 
 
 class StaleUpdateError(ValueError):

@@ -43,10 +43,10 @@ from coordinator.run_options import (
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState, StateError
 from coordinator.stragglers import StragglerPolicy
+from prunefl_common.errors import ExitCode, InputError
 
 log = logging.getLogger("prunefl-coord")
 
-EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_BROKER, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 
 @dataclass
@@ -162,7 +162,7 @@ class StopFlag:
 
 def edges_time_model(transport: Any, online: list[str], spec: Any, opts: CoordOptions, out: Path) -> Any:
     """``--profile edges``: the slowest announced profile, saved in OUT so that ``--resume`` uses the same one."""
-    from coordinator.time_model import TimeModel, load_profile, slowest_announced
+    from prunefl_common.time_model import TimeModel, load_profile, slowest_announced
 
     saved = out / "time_profile.json"
     if opts.resume and saved.exists():
@@ -235,16 +235,17 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         hook: Callable[[dict[str, Any], Any, Any], None] | None = None) -> Coordinator:
     """One run; ``hook(record, local_edges, transport)`` is called after every round (tests use it to disturb
     the run)."""
-    from coordinator.cli_sim import make_method, write_outputs
     from coordinator.embedded_broker import EmbeddedBroker
     from coordinator.local_federation import LocalEdges
-    from coordinator.sim_inputs import load_data, load_model
+    from coordinator.method_factory import make_method
+    from coordinator.run_outputs import write_outputs
     from coordinator.simulation import NetEvaluator
-    from coordinator.time_model import TimeModel, load_profile
     from coordinator.transport_mqtt import MqttTransport
+    from prunefl_common.model_spec import spec_to_dict
+    from prunefl_common.protocol.mqtt_client import BrokerConfig
+    from prunefl_common.time_model import TimeModel, load_profile
     from prunefl_edge.engine import Network
-    from prunefl_edge.model_spec import spec_to_dict
-    from prunefl_edge.protocol.mqtt_client import BrokerConfig
+    from prunefl_edge.inputs import load_data, load_model
 
     stop = stop or StopFlag()
     out = Path(opts.out)
@@ -356,15 +357,14 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
 
 def main(argv: Sequence[str] | None = None) -> int:
     from coordinator.embedded_broker import EmbeddedBrokerError
-    from coordinator.sim_inputs import InputError
-    from coordinator.time_model import ProfileError
-    from prunefl_edge.protocol.mqtt_client import BrokerConfigError
+    from prunefl_common.protocol.mqtt_client import BrokerConfigError
+    from prunefl_common.time_model import ProfileError
 
     try:
         opts, args = options_from_args(argv)
     except UsageError as e:
         print(f"prunefl-coord: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
@@ -375,28 +375,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         coord = run(opts, stop)
     except (UsageError, BrokerConfigError, ProfileError) as e:
         print(f"prunefl-coord: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (InputError, StateError) as e:
         print(f"prunefl-coord: data/model error: {e}", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     except (ConnectionError, EmbeddedBrokerError) as e:
         print(f"prunefl-coord: {e}", file=sys.stderr)
-        return EXIT_BROKER
+        return ExitCode.BROKER
     except OSError as e:  # OUT unwritable (disk full, read-only): the last checkpoint is whole (atomic writes)
         print(f"prunefl-coord: cannot write in {opts.out} ({e}); the last checkpoint there is intact: make room "
               "and run again with --resume", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     except KeyboardInterrupt:
         print(f"prunefl-coord: aborted; the last checkpoint is in {opts.out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except RuntimeError as e:  # the engine or a method (e.g. initial pruning failed at every edge)
         print(f"prunefl-coord: error: {e}", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
     print(f"prunefl-coord: {coord.state.round} rounds; accuracy {last['accuracy'] if last else float('nan'):.4f}, "
           f"density {coord.state.density():.4f}; outputs in {opts.out} (report.html, metrics.jsonl, model.onnx)",
           file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -17,14 +17,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
-from coordinator.report import write_report
+from coordinator.method_factory import make_method
 from coordinator.run_options import (
     RunOptions,
     UsageError,
@@ -33,14 +30,15 @@ from coordinator.run_options import (
     given_values,
     option_names,
 )
-from coordinator.server import Coordinator, Method, ServerConfig
+from coordinator.run_outputs import write_outputs
+from coordinator.server import Coordinator, ServerConfig
 from coordinator.simulation import build_simulation
-from coordinator.time_model import ProfileError, TimeModel, load_profile, sparse_thresholds
-from prunefl_edge.model_spec import ModelSpec
+from prunefl_common.errors import ExitCode, InputError
+from prunefl_common.model_spec import ModelSpec
+from prunefl_common.time_model import ProfileError, TimeModel, load_profile, sparse_thresholds
 
 log = logging.getLogger("prunefl-sim")
 
-EXIT_OK, EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 @dataclass
@@ -91,40 +89,6 @@ def make_options(values: dict[str, Any]) -> SimOptions:
     return opts
 
 
-def load_mask_file(path: str) -> dict[int, np.ndarray]:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "final_mask.npz"
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            return {int(k[1:]): np.array(data[k], bool) for k in data.files if k.startswith("m")}
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--mask-from {path}: cannot read a mask file ({e})") from e
-
-
-def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Method:
-    """The method object; ``init`` is the run's initial weights (reinit restarts from them)."""
-    m = opts.method
-    if m in ("prunefl", "adaptive-only"):
-        return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
-                       importance_window=opts.importance_window, max_density=opts.max_density,
-                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes)
-    if m == "fedavg":
-        return FedAvg()
-    if m == "snip":
-        return Snip(opts.target_density)
-    if m == "imp":
-        return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
-    if m in ("reinit", "random-reinit"):
-        assert opts.mask_from is not None
-        from coordinator.sim_inputs import random_weights
-
-        masks = load_mask_file(opts.mask_from)
-        weights = init if m == "reinit" else random_weights(spec, opts.seed + 1_000_000)
-        return FixedMask(masks, weights, m)
-    raise UsageError(f"unknown method {m!r}")
-
-
 def engine_factory(threads: int) -> Callable[[ModelSpec], Any]:
     from prunefl_edge.engine import Network
 
@@ -141,12 +105,16 @@ class SimResult:
 def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | None = None,
                    sgd_config: Callable[..., Any] | None = None, progress: bool = True) -> SimResult:
     """Run one simulation; writes the outputs when ``opts.out`` is set. Raises InputError / UsageError."""
-    from coordinator.sim_inputs import load_data, load_model, partition
+    from prunefl_edge.inputs import load_data, load_model
+    from prunefl_edge.partition import partition
 
     data = load_data(opts.dataset, opts.test_fraction, opts.seed)
     spec, weights = load_model(opts.model, data.num_classes, tuple(data.x_train.shape[1:]), opts.seed)
-    parts = partition(data.y_train, opts.clients, opts.partition, opts.seed, opts.alpha, opts.shards_per_client,
-                      data.groups)
+    try:
+        parts = partition(opts.partition, data.y_train, opts.clients, seed=opts.seed, alpha=opts.alpha,
+                          shards_per_client=opts.shards_per_client, groups=data.groups)
+    except ValueError as e:
+        raise InputError(f"partition {opts.partition!r}: {e}") from e
     clients = [(data.x_train[p], data.y_train[p]) for p in parts]
     try:
         profile = load_profile(opts.profile)
@@ -190,64 +158,37 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
     return SimResult(coord.records, coord, out)
 
 
-def write_outputs(opts: RunOptions, coord: Coordinator, spec: ModelSpec, out: Path,
-                  title: str | None = None) -> None:
-    from coordinator.sim_inputs import export_model
-
-    st = coord.state
-    np.savez(out / "final_mask.npz", **{f"m{p}": m for p, m in st.masks.items()})
-    np.savez(out / "final_weights.npz", **{f"w{i}": w for i, w in enumerate(st.masked_weights())})
-    onnx_path = None
-    if opts.export_onnx:
-        try:
-            if export_model(spec, st.weights, st.masks, str(out / "model.onnx")):
-                onnx_path = str(out / "model.onnx")
-        except (OSError, ValueError) as e:
-            log.warning("ONNX export failed (the model is in final_weights.npz / final_mask.npz): %s", e)
-    last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
-    summary = {"options": {k: v for k, v in asdict(opts).items() if k != "extra"}, "rounds": st.round,
-               "final_accuracy": last["accuracy"] if last else None, "final_density": st.density(),
-               "sim_time_s": st.sim_time_s, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-               "onnx": onnx_path, "initial_pruning": st.extra.get("initial_pruning")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if opts.report:
-        path = write_report({opts.method: coord.records}, out, title=title or f"prunefl-sim: {opts.method}")
-        log.info("report: %s", path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from coordinator.sim_inputs import InputError
-
     try:
         opts, quiet = options_from_args(argv)
     except UsageError as e:
         print(f"prunefl-sim: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except TypeError as e:  # a TOML value of the wrong type
         print(f"prunefl-sim: error: bad configuration value ({e})", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         res = run_simulation(opts)
     except UsageError as e:
         print(f"prunefl-sim: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (InputError, OSError) as e:
         print(f"prunefl-sim: data/model error: {e}", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     except KeyboardInterrupt:
         print("prunefl-sim: interrupted (metrics so far are in the output directory)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except ImportError as e:
         print(f"prunefl-sim: the training core is not available ({e}); build it with cmake and set "
               "PRUNEFL_EDGE_LIB", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     except RuntimeError as e:  # prunefl_edge.engine.EngineError: the C core refused the model or the data
         print(f"prunefl-sim: engine error: {e}", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     if res.out is not None:
         print(f"prunefl-sim: done; outputs in {res.out}", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

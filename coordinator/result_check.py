@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from coordinator.messages import InitialPruneResult, TrainResult
+from prunefl_common.messages import InitialPruneResult, TrainResult
 
 MAX_SAMPLES = 10**9
 

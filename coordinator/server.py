@@ -22,15 +22,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from coordinator.aggregation import aggregate_results, kept_index, split_fresh
-from coordinator.encoding_size import result_bytes, task_bytes
-from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
 from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
 from coordinator.state import GlobalState
 from coordinator.stragglers import StragglerPolicy, eligible, forget_returned, read_book, record_round
-from coordinator.time_model import TimeModel
 from coordinator.transport import ClientFailure, Gathered, Transport
-from prunefl_edge.model_spec import ModelSpec
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
+from prunefl_common.model_spec import ModelSpec
+from prunefl_common.time_model import TimeModel
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class Coordinator:
         self._values_cache = None
 
     def _mask_update(self, client_id: str) -> MaskUpdate:
-        from coordinator.mask_delta import mask_delta
+        from prunefl_common.mask_delta import mask_delta
 
         cur = self.state.mask_version
         held = self.client_version.get(client_id, -1)
@@ -156,8 +155,7 @@ class Coordinator:
         sent = []
         for cid in client_ids:
             task = Task(r, kind, self._mask_update(cid), values, config)
-            n = self.transport.send(cid, task)
-            self.state.bytes_down += n if n > 0 else task_bytes(task, self.sizes)
+            self.state.bytes_down += self.transport.send(cid, task)
             sent.append(cid)
         deadline = None if kind == TaskKind.INITIAL_PRUNE else self.config.deadline_s
         got = self.transport.gather(sent, r, deadline)
@@ -172,7 +170,7 @@ class Coordinator:
         for res in got.results:
             if res.round == r:
                 self.client_version[res.client_id] = res.mask_version
-        self.state.bytes_up += got.bytes_up if got.bytes_up > 0 else sum(result_bytes(x) for x in got.results)
+        self.state.bytes_up += got.bytes_up
         return got
 
     def forget_client_mask(self, client_id: str) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 
 from coordinator.server import Coordinator, Method, ServerConfig
 from coordinator.state import GlobalState
-from coordinator.time_model import TimeModel
 from coordinator.transport_inproc import InProcTransport
-from prunefl_edge.model_spec import ModelSpec
+from prunefl_common.model_spec import ModelSpec
+from prunefl_common.time_model import TimeModel
 from prunefl_edge.trainer import Trainer
 
 NetFactory = Callable[[ModelSpec], Any]
@@ -68,8 +68,8 @@ def build_simulation(spec: ModelSpec, clients: Sequence[tuple[np.ndarray, np.nda
         for layer, density in (sparse_thresholds or {}).items():
             net.set_sparse_threshold(layer, density)
         trainers.append(Trainer(f"c{i:0{width}d}", net, x, y, seed=seed * 1_000_003 + i, sgd_config=sgd_config))
-    transport = InProcTransport(trainers)
     pshapes = spec.param_shapes()
+    transport = InProcTransport(trainers, sizes={i: p.size for i, p in enumerate(pshapes) if p.prunable})
     masks = {i: np.ones(p.shape, bool) for i, p in enumerate(pshapes) if p.prunable}
     state = GlobalState.create(weights, masks, seed)
     evaluator = NetEvaluator(net_factory(spec), *test) if test is not None else None

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.mask_delta import MaskDelta, mask_delta
-from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
+from prunefl_common.mask_delta import MaskDelta, mask_delta
+from prunefl_common.npz_file import load_npz_with_meta, save_npz_atomic
 
 STATE_FORMAT = "prunefl-coordinator-state/1"
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from coordinator.messages import Result, Task
+from prunefl_common.messages import Result, Task
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ClientFailure:
 class Gathered:
     results: list[Result] = field(default_factory=list)
     failures: list[ClientFailure] = field(default_factory=list)
-    bytes_up: int = 0  # bytes actually received for these results, when the transport knows (else 0)
+    bytes_up: int = 0  # bytes of these results as the wire carries them
     # per client whose result is in ``results``: seconds from sending its task to its result's arrival, when the
     # transport knows (the link's share is this minus the client's reported compute time)
     round_trip_s: dict[str, float] = field(default_factory=dict)
@@ -49,7 +49,8 @@ class Transport(ABC):
 
     @abstractmethod
     def send(self, client_id: str, task: Task) -> int:
-        """Hand a task to a client; returns the bytes sent when known (0 otherwise). Must not block on training."""
+        """Hand a task to a client; returns the bytes of the message(s) as the wire carries them. Must not block on
+        training."""
 
     @abstractmethod
     def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:

@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.messages import InitialPruneResult, Task, TrainResult
 from coordinator.transport import ClientFailure, Gathered, Transport
-from prunefl_edge.protocol.chunks import Reassembler, split_message
-from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
-from prunefl_edge.protocol.recent import RecentIds
-from prunefl_edge.protocol.topics import Topics
-from prunefl_edge.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
+from prunefl_common.messages import InitialPruneResult, Task, TrainResult
+from prunefl_common.protocol.chunks import Reassembler, split_message
+from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
+from prunefl_common.protocol.recent import RecentIds
+from prunefl_common.protocol.topics import Topics
+from prunefl_common.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ import sys
 
 import numpy as np
 
+from prunefl_common.errors import ExitCode
+from prunefl_common.model_spec import Conv2d, Linear
 from prunefl_edge.datasets import FORMATS, DatasetError, load_dataset
-from prunefl_edge.model_spec import Conv2d, Linear
 from prunefl_edge.onnx_import import ImportedModel, OnnxImportError, import_model, load_onnx
-
-EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT = 0, 2, 3
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +39,7 @@ def describe_data(args: argparse.Namespace) -> int:
         d = load_dataset(args.path, args.format)
     except DatasetError as exc:
         print(f"prunefl-edge data describe: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.DATA
     print(f"data set {d.name}: {len(d.y_train)} training samples of shape {d.input_shape}, {d.num_classes} classes")
     print(f"  pixel range [{d.x_train.min():.3f}, {d.x_train.max():.3f}]")
     print("  training labels: " + _balance(d.y_train, d.num_classes))
@@ -52,7 +51,7 @@ def describe_data(args: argparse.Namespace) -> int:
         sizes = np.array([len(g) for g in d.groups])
         print(f"  natural users: {len(sizes)}, samples per user min {sizes.min()}, median {int(np.median(sizes))}, "
               f"max {sizes.max()}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _load_model(name: str, classes: int | None) -> ImportedModel:
@@ -71,7 +70,7 @@ def describe_model(args: argparse.Namespace) -> int:
         m = _load_model(args.model, args.classes)
     except OnnxImportError as exc:
         print(f"prunefl-edge model describe: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.DATA
     spec = m.spec
     shapes = spec.shapes()
     by_layer: dict[int, list[int]] = {}
@@ -94,4 +93,4 @@ def describe_model(args: argparse.Namespace) -> int:
               f"{n:>12,} {density:>8}")
     print(f"  total parameters: {spec.num_parameters:,}; prunable weights kept: {kept_total:,} of "
           f"{prunable_total:,} ({kept_total / max(1, prunable_total):.1%})")
-    return EXIT_OK
+    return ExitCode.OK

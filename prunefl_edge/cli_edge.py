@@ -13,10 +13,10 @@ import signal
 import sys
 import time
 
+from prunefl_common.errors import ExitCode
 from prunefl_edge.edge_config import DEFAULT_CONFIG, ConfigError, EdgeConfig, config_path, load_edge_config
 
 log = logging.getLogger("prunefl-edge")
-EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_BROKER = 0, 2, 3, 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,19 +36,19 @@ def start(args: argparse.Namespace) -> int:
         cfg = _load(args)
     except ConfigError as e:
         print(f"prunefl-edge start: configuration error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     try:
         x, y, classes = load_local_data(cfg)
     except (DatasetError, PartitionError, OSError) as e:
         print(f"prunefl-edge start: data error: {e} (check [data] in {cfg.source})", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     try:
         from prunefl_edge._native import NativeLibraryError, load
 
         load()  # now, not at the first task: a missing C core is an installation error, not a failed round
     except NativeLibraryError as e:
         print(f"prunefl-edge start: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     from prunefl_edge.blas_check import blas_note
     from prunefl_edge.engine import build_info
 
@@ -61,7 +61,7 @@ def start(args: argparse.Namespace) -> int:
         agent = EdgeAgent(cfg, x, y, classes)
     except OSError as e:
         print(f"prunefl-edge start: cannot use state_dir {cfg.state_dir}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("%s: stopping after the task in progress", signal.Signals(signum).name)
@@ -70,7 +70,7 @@ def start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.run()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _profile_line(cfg: EdgeConfig) -> str:
@@ -89,23 +89,23 @@ def _profile_line(cfg: EdgeConfig) -> str:
 
 
 def check(args: argparse.Namespace) -> int:
+    from prunefl_common.protocol.mqtt_client import MqttClient
     from prunefl_edge.datasets import DatasetError
     from prunefl_edge.edge_agent import load_local_data
     from prunefl_edge.partition import PartitionError
-    from prunefl_edge.protocol.mqtt_client import MqttClient
 
     path = config_path(args.config)
     try:
         cfg = _load(args)
     except ConfigError as e:
         print(f"config  FAIL  {e}")
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     print(f"config  ok    {path}: edge {cfg.id}, federation {cfg.federation}, {cfg.threads} threads")
     try:
         x, y, classes = load_local_data(cfg)
     except (DatasetError, PartitionError, OSError) as e:
         print(f"data    FAIL  {e}")
-        return EXIT_DATA
+        return ExitCode.DATA
     print(f"data    ok    {len(y)} samples of shape {tuple(x.shape[1:])}, {classes} classes")
     try:
         from prunefl_edge.blas_check import blas_note
@@ -114,7 +114,7 @@ def check(args: argparse.Namespace) -> int:
         info = build_info()
     except (ImportError, OSError) as e:
         print(f"core    FAIL  the C core cannot be loaded ({e}): reinstall prunefl-edge or set PRUNEFL_EDGE_LIB")
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     gemm, warning = blas_note(info)
     print(f"core    ok    {info}; dense GEMM: {gemm}")
     if warning:
@@ -129,6 +129,6 @@ def check(args: argparse.Namespace) -> int:
     if not ok:
         print(f"broker  FAIL  no connection to {cfg.broker.url} within 10 s: is the broker up, the port open, "
               "and are the TLS files / credentials right? (see the log lines above)")
-        return EXIT_BROKER
+        return ExitCode.BROKER
     print(f"broker  ok    {cfg.broker.url} in {time.perf_counter() - t0:.2f} s")
-    return EXIT_OK
+    return ExitCode.OK

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_USAGE, EXIT_DATA = 0, 2, 3
+from prunefl_common.errors import ExitCode
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from coordinator.sim_inputs import InputError, load_model
+    from prunefl_common.errors import InputError
+    from prunefl_edge.inputs import load_model
     from prunefl_edge.profiler import REFERENCE_COMM_S_PER_WEIGHT, profile_network
 
     try:
@@ -43,17 +44,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--densities must be in (0, 1]")
     except ValueError as e:
         print(f"prunefl-edge profile: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         spec, _ = load_model(args.model, args.classes, shape, 0)  # type: ignore[arg-type]
         from prunefl_edge.engine import Network, SGDConfig
     except InputError as e:
         print(f"prunefl-edge profile: model error: {e}", file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     except (ImportError, OSError) as e:
         print(f"prunefl-edge profile: the C core is not available ({e}); build it and set PRUNEFL_EDGE_LIB",
               file=sys.stderr)
-        return EXIT_DATA
+        return ExitCode.DATA
     comm = args.comm_s_per_weight if args.comm_s_per_weight is not None else REFERENCE_COMM_S_PER_WEIGHT
     prof, sweeps = profile_network(spec, lambda s: Network(s, threads=args.threads), SGDConfig, densities,
                                    args.repeat, args.batch_size, comm_s_per_weight=comm, name=args.name)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {s.name:>10} ({s.kind}, {s.size} weights): {s.slope:.3e} s per kept weight sparse, dense "
               f"{s.dense_layer_s:.4f} s, sparse below density {s.switch_density:.3f}")
     print(f"profile written to {args.out}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,18 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.messages import Task
-from coordinator.sim_inputs import InputError
-from coordinator.time_model import DeviceProfile, ProfileError, sparse_thresholds
-from prunefl_edge.edge_config import EdgeConfig
-from prunefl_edge.edge_profile import announced, device_profile
-from prunefl_edge.model_spec import ModelSpec, ModelSpecError, spec_from_dict
-from prunefl_edge.npz_file import load_npz_with_meta, save_npz_atomic
-from prunefl_edge.protocol.chunks import Reassembler, split_message
-from prunefl_edge.protocol.mqtt_client import MqttClient
-from prunefl_edge.protocol.recent import RecentIds
-from prunefl_edge.protocol.topics import Topics
-from prunefl_edge.protocol.wire import (
+from prunefl_common.errors import InputError
+from prunefl_common.messages import Task
+from prunefl_common.model_spec import ModelSpec, ModelSpecError, spec_from_dict
+from prunefl_common.npz_file import load_npz_with_meta, save_npz_atomic
+from prunefl_common.protocol.chunks import Reassembler, split_message
+from prunefl_common.protocol.mqtt_client import MqttClient
+from prunefl_common.protocol.recent import RecentIds
+from prunefl_common.protocol.topics import Topics
+from prunefl_common.protocol.wire import (
     Decoded,
     ProtocolError,
     RejectMsg,
@@ -55,6 +52,9 @@ from prunefl_edge.protocol.wire import (
     encode_result,
     encode_status,
 )
+from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
+from prunefl_edge.edge_config import EdgeConfig
+from prunefl_edge.edge_profile import announced, device_profile
 from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunefl_common.protocol.mqtt_client import BrokerConfig
+from prunefl_common.protocol.topics import valid_id
 from prunefl_edge.edge_profile import ProfileConfig
-from prunefl_edge.protocol.mqtt_client import BrokerConfig
-from prunefl_edge.protocol.topics import valid_id
 
 DEFAULT_CONFIG = "/etc/prunefl-edge/edge.toml"
 CONFIG_ENV = "PRUNEFL_EDGE_CONFIG"

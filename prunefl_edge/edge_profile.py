@@ -9,7 +9,7 @@ anything else measures again. ``[profile] file`` names a profile measured by han
 and skips the measurement; ``measure = false`` announces none.
 
 The measured switch-over densities are applied to the edge's network whenever the task's model has the
-profiled model's layers (:func:`coordinator.time_model.sparse_thresholds`).
+profiled model's layers (:func:`prunefl_common.time_model.sparse_thresholds`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.time_model import DeviceProfile, ProfileError, load_profile
+from prunefl_common.time_model import DeviceProfile, ProfileError, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def device_profile(cfg: ProfileConfig, state_dir: Path, input_shape: tuple[int, 
         return load_profile(cfg.file)
     if not cfg.measure:
         return None
-    from coordinator.sim_inputs import load_model
     from prunefl_edge.engine import Network, SGDConfig, build_info
+    from prunefl_edge.inputs import load_model
     from prunefl_edge.profiler import REFERENCE_COMM_S_PER_WEIGHT, profile_network
 
     key = cache_key(cfg, input_shape, num_classes, threads, build_info())

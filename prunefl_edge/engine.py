@@ -15,8 +15,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from prunefl_edge._native import Native, load
-from prunefl_edge.model_spec import (
+from prunefl_common.model_spec import (
     Conv2d,
     Flatten,
     Linear,
@@ -25,6 +24,7 @@ from prunefl_edge.model_spec import (
     ParamShape,
     ReLU,
 )
+from prunefl_edge._native import Native, load
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
-from prunefl_edge.model_spec import Conv2d, Flatten, Layer, Linear, MaxPool2d, ModelSpec, ReLU
+from prunefl_common.model_spec import Conv2d, Flatten, Layer, Linear, MaxPool2d, ModelSpec, ReLU
 from prunefl_edge.onnx_export import to_onnx
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from prunefl_edge.model_spec import Conv2d, Flatten, Layer, Linear, MaxPool2d, ModelSpec, ModelSpecError, ReLU
+from prunefl_common.model_spec import Conv2d, Flatten, Layer, Linear, MaxPool2d, ModelSpec, ModelSpecError, ReLU
 
 log = logging.getLogger(__name__)
 

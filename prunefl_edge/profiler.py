@@ -10,7 +10,7 @@ On the device's own C core, one training step (forward, backward, masked SGD; ba
 
 The switch-over density of each layer is where its sparse time meets its dense time (linear interpolation
 between measured densities); it is set in the network (``Network.set_sparse_threshold``) and written to the
-profile, which the coordinator's time model reads (:mod:`coordinator.time_model`). Communication time per
+profile, which the coordinator's time model reads (:mod:`prunefl_common.time_model`). Communication time per
 weight (b) is not measured here (it needs the broker); it is given, by default the reference's value.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.time_model import DeviceProfile, LayerProfile
-from prunefl_edge.model_spec import Conv2d, ModelSpec
+from prunefl_common.model_spec import Conv2d, ModelSpec
+from prunefl_common.time_model import DeviceProfile, LayerProfile
 
 log = logging.getLogger(__name__)
 

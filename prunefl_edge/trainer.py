@@ -1,7 +1,7 @@
 """The edge-side trainer: one client's network, local data and state; executes coordinator tasks.
 
 The same object serves the in-process simulator and the MQTT edge agent: a transport decodes a
-:class:`coordinator.messages.Task`, calls :meth:`Trainer.execute`, and encodes the result it returns.
+:class:`prunefl_common.messages.Task`, calls :meth:`Trainer.execute`, and encodes the result it returns.
 
 State kept between tasks: the mask and its version (so a task may carry only a mask change), the importance
 accumulated since the last upload, and the position in the local data stream. :meth:`Trainer.state_dict`
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.mask_delta import apply_mask_delta
-from coordinator.mask_optimizer import optimize_masks
-from coordinator.messages import (
+from prunefl_common.mask_delta import apply_mask_delta
+from prunefl_common.mask_optimizer import optimize_masks
+from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
@@ -213,7 +213,7 @@ class Trainer:
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
 
     def _accumulate_importance(self, grad_sums: list[np.ndarray], n: int) -> None:
-        """z += n * a**2 in place, float32 (what is uploaded); same values as coordinator.importance's functions."""
+        """z += n * a**2 in place, float32 (what is uploaded); same values as prunefl_common.importance's functions."""
         if self.importance is None:
             self.importance = [np.zeros(s, np.float32) for s in self.shapes]
         for z, a in zip(self.importance, grad_sums, strict=True):

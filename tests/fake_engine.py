@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from prunefl_common.model_spec import Flatten, Linear, ModelSpec, ReLU
+
 # the engine's own result and config types (importing the engine module does not load the C library)
 from prunefl_edge.engine import EvalResult, SGDConfig, StepResult  # noqa: F401 - re-exported
-from prunefl_edge.model_spec import Flatten, Linear, ModelSpec, ReLU
 
 
 class FakeNetwork:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coordinator.aggregation import StaleUpdateError, aggregate_results, aggregate_sparse, kept_index, split_fresh
-from coordinator.messages import TrainResult, kept_values
+from prunefl_common.messages import TrainResult, kept_values
 
 
 def _setup():

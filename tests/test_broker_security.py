@@ -372,8 +372,8 @@ def test_a_whole_federation_runs_through_the_provisioned_tls_broker(tools, tmp_p
 
     from coordinator.cli_coord import CoordOptions, run
     from coordinator.local_federation import LocalEdges
-    from coordinator.sim_inputs import load_data
     from prunefl_edge.edge_config import write_edge_config
+    from prunefl_edge.inputs import load_data
 
     edges_ids = ["edge0", "edge1", "edge2"]
     port = free_port()

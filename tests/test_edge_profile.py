@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.time_model import DeviceProfile, TimeModel, load_profile, slowest_announced
+from prunefl_common.time_model import DeviceProfile, TimeModel, load_profile, slowest_announced
 from prunefl_edge.edge_profile import PROFILE_FILE, ProfileConfig, announced, device_profile
 from prunefl_edge.engine import Network
 from prunefl_edge.models import mlp_spec

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 from prunefl_edge.engine import EngineError, Network, SGDConfig, build_info
-from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 
 SPEC = ModelSpec((2, 6, 6), (Conv2d(3, (3, 3), padding=(1, 1)), ReLU(), MaxPool2d((2, 2)), Flatten(), Linear(4)))
 
@@ -141,7 +141,7 @@ def test_input_grad_follows_the_last_batch(net: Network) -> None:
 
 
 def test_bad_spec_is_rejected_with_the_layer() -> None:
-    from prunefl_edge.model_spec import ModelSpecError
+    from prunefl_common.model_spec import ModelSpecError
 
     with pytest.raises(ModelSpecError, match="not flat; add Flatten"):
         ModelSpec((2, 6, 6), (Conv2d(3, (3, 3)), Linear(4)))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 from prunefl_edge.engine import Network, SGDConfig
-from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 
 torch.set_num_threads(2)
 

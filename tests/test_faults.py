@@ -25,7 +25,7 @@ from tcp_proxy import TcpProxy
 
 from coordinator.cli_coord import CoordOptions, run
 from coordinator.local_federation import LocalEdges
-from coordinator.sim_inputs import load_data
+from prunefl_edge.inputs import load_data
 
 
 def _opts(tmp_path: Path, url: str, **kw) -> CoordOptions:

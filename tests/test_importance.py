@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coordinator.importance import accumulate, client_importance, split_importance, sum_importance
+from prunefl_common.importance import accumulate, client_importance, split_importance, sum_importance
 
 
 def test_client_rounds_and_clients_sum():

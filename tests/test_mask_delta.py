@@ -3,10 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.encoding_size import delta_coded_bytes, index_set_bytes, mask_bytes, varint_bytes
-from coordinator.mask_delta import MaskDeltaError, apply_mask_delta, mask_delta
 from coordinator.selection import select_clients
 from coordinator.state import GlobalState
+from prunefl_common.mask_delta import MaskDeltaError, apply_mask_delta, mask_delta
 
 
 def test_delta_round_trip():
@@ -30,16 +29,6 @@ def test_delta_rejects_out_of_range():
     d.added[0] = np.array([9])
     with pytest.raises(MaskDeltaError, match="outside"):
         apply_mask_delta(m, d, 0)
-
-
-def test_encoding_sizes():
-    assert varint_bytes(np.array([0, 127, 128, 16383, 16384])) == 1 + 1 + 2 + 2 + 3
-    assert delta_coded_bytes(np.array([0, 1, 2, 300])) == 1 + 1 + 1 + 2
-    assert index_set_bytes(np.arange(10), 10) == 1  # complete set: flag only
-    assert index_set_bytes(np.array([], np.int64), 10) == 1
-    assert index_set_bytes(np.arange(0, 1000, 2), 1000) == 1 + 125  # bitmap cheaper
-    assert index_set_bytes(np.array([5]), 1000) == 1 + 1  # delta cheaper
-    assert mask_bytes(np.ones((3, 3), bool)) == 1
 
 
 def test_selection_seeded_and_order_free():

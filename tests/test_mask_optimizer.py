@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from coordinator.mask_optimizer import MaskOptimizerError, delta_for_round, optimize_masks
+from prunefl_common.mask_optimizer import MaskOptimizerError, delta_for_round, optimize_masks
 
 
 def naive_greedy(z, w, m, costs, c, delta, fixed=0.0, max_density=None):

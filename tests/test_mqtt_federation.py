@@ -145,7 +145,7 @@ def _coord_cli(tmp_path: Path, url: str, out: str, *extra: str) -> subprocess.Po
 
 def _edges(tmp_path: Path, url: str, name: str):
     from coordinator.local_federation import LocalEdges
-    from coordinator.sim_inputs import load_data
+    from prunefl_edge.inputs import load_data
 
     edges = LocalEdges(tmp_path / name, url, "t", 3, "digits", 0.2, 0)
     edges.start(load_data("digits", 0.2, 0))
@@ -241,10 +241,10 @@ def test_bad_options_are_usage_errors(tmp_path, args, code, words):
 
 
 def test_a_live_coordinator_survives_10k_hostile_messages(mosquitto, tmp_path):  # noqa: F811
-    from coordinator.messages import TrainResult
     from coordinator.transport_mqtt import MqttTransport
-    from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
-    from prunefl_edge.protocol.wire import StatusMsg, encode_result, encode_status
+    from prunefl_common.messages import TrainResult
+    from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
+    from prunefl_common.protocol.wire import StatusMsg, encode_result, encode_status
 
     broker = mosquitto()
     tr = MqttTransport(BrokerConfig(broker.url), "t", None)
@@ -305,7 +305,7 @@ def test_coordinator_config_file_rejects_unknown_keys(tmp_path):
 
 
 def test_clients_turn_nagle_off_on_every_connection_unless_asked(mosquitto):  # noqa: F811
-    from prunefl_edge.protocol.mqtt_client import BrokerConfig, MqttClient
+    from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
 
     broker = mosquitto()
     on = MqttClient(BrokerConfig(broker.url), "nodelay")

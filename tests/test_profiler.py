@@ -7,8 +7,8 @@ from conftest_helpers import engine_or_skip
 from fake_engine import FakeNetwork
 from fake_engine import SGDConfig as FakeSGD
 
-from coordinator.time_model import TimeModel, load_profile, sparse_thresholds
-from prunefl_edge.model_spec import Linear, ModelSpec, ReLU
+from prunefl_common.model_spec import Linear, ModelSpec, ReLU
+from prunefl_common.time_model import TimeModel, load_profile, sparse_thresholds
 from prunefl_edge.profiler import profile_network, switch_over
 
 SPEC = ModelSpec((64, 1, 1), (Linear(128), ReLU(), Linear(10)), name="mlp")

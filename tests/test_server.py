@@ -12,9 +12,9 @@ from fake_engine import SGDConfig as FakeSGD
 from coordinator.methods import FedAvg, PruneFL
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState
-from coordinator.time_model import TimeModel, load_profile
 from coordinator.transport_inproc import InProcTransport
-from prunefl_edge.model_spec import Linear, ModelSpec, ReLU
+from prunefl_common.model_spec import Linear, ModelSpec, ReLU
+from prunefl_common.time_model import TimeModel, load_profile
 from prunefl_edge.trainer import Trainer
 
 SPEC = ModelSpec((16, 1, 1), (Linear(12), ReLU(), Linear(4)), name="tiny")
@@ -166,8 +166,8 @@ def test_an_update_beyond_the_norm_bound_is_rejected_and_counted(bound, caplog):
 
 
 def test_link_time_per_weight_is_round_trip_minus_compute_per_kept_weight():
-    from coordinator.messages import TrainResult
     from coordinator.server import link_time_per_weight
+    from prunefl_common.messages import TrainResult
 
     res = [TrainResult(c, 0, 0, 10, [], compute_s=cs) for c, cs in (("a", 1.0), ("b", 2.0), ("c", 0.5))]
     assert link_time_per_weight(res, {"a": 1.5, "b": 3.0, "c": 0.25}, 1000) == pytest.approx(0.5 / 1000)

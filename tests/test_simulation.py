@@ -11,7 +11,8 @@ from conftest_helpers import engine_or_skip
 from fake_engine import FakeNetwork
 from fake_engine import SGDConfig as FakeSGD
 
-from coordinator.cli_sim import EXIT_DATA, EXIT_OK, EXIT_USAGE, SimOptions, main, run_simulation
+from coordinator.cli_sim import SimOptions, main, run_simulation
+from prunefl_common.errors import ExitCode
 
 
 def _opts(tmp_path=None, **kw):
@@ -80,18 +81,18 @@ def test_reinit_from_a_run(tmp_path):
 
 
 def test_cli_exit_codes(tmp_path, capsys):
-    assert main(["--rounds", "0"]) == EXIT_USAGE
+    assert main(["--rounds", "0"]) == ExitCode.USAGE
     assert "rounds" in capsys.readouterr().err
-    assert main(["--method", "reinit"]) == EXIT_USAGE
+    assert main(["--method", "reinit"]) == ExitCode.USAGE
     assert "--mask-from" in capsys.readouterr().err
     cfg = tmp_path / "c.toml"
     cfg.write_text('rounds = 3\nbogus_key = 1\n')
-    assert main(["--config", str(cfg)]) == EXIT_USAGE
+    assert main(["--config", str(cfg)]) == ExitCode.USAGE
     assert "bogus_key" in capsys.readouterr().err
     cfg.write_text('rounds = [')
-    assert main(["--config", str(cfg)]) == EXIT_USAGE
-    assert main(["--dataset", "nope", "--rounds", "1", "-q"]) == EXIT_DATA
+    assert main(["--config", str(cfg)]) == ExitCode.USAGE
+    assert main(["--dataset", "nope", "--rounds", "1", "-q"]) == ExitCode.DATA
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])
-    assert e.value.code == EXIT_OK
+    assert e.value.code == ExitCode.OK

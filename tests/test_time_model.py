@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from coordinator.time_model import DeviceProfile, ProfileError, TimeModel, load_profile
-from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
+from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
+from prunefl_common.time_model import DeviceProfile, ProfileError, TimeModel, load_profile
 
 CONV2 = ModelSpec((1, 28, 28), (Conv2d(32, (5, 5), padding=(2, 2)), ReLU(), MaxPool2d((2, 2)),
                                 Conv2d(64, (5, 5), padding=(2, 2)), ReLU(), MaxPool2d((2, 2)), Flatten(),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from prunefl_common.model_spec import Flatten, Linear, ModelSpec, ReLU
 from prunefl_edge.engine import Network, SGDConfig
-from prunefl_edge.model_spec import Flatten, Linear, ModelSpec, ReLU
 
 
 @pytest.mark.parametrize("density", [1.0, 0.3])

@@ -8,9 +8,9 @@ from conftest_helpers import engine_or_skip
 from fake_engine import FakeNetwork
 from fake_engine import SGDConfig as FakeSGD
 
-from coordinator.mask_delta import mask_delta
-from coordinator.messages import MaskUpdate, Task, TaskKind, TrainConfig, dense_from_values, kept_values
-from prunefl_edge.model_spec import Linear, ModelSpec, ReLU
+from prunefl_common.mask_delta import mask_delta
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, dense_from_values, kept_values
+from prunefl_common.model_spec import Linear, ModelSpec, ReLU
 from prunefl_edge.trainer import BatchStream, MaskVersionError, TaskError, Trainer
 
 SPEC = ModelSpec((12, 1, 1), (Linear(8), ReLU(), Linear(3)), name="tiny")

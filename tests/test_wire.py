@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from coordinator.mask_delta import MaskDelta, mask_delta
-from coordinator.messages import (
+from prunefl_common.mask_delta import MaskDelta, mask_delta
+from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
@@ -30,10 +30,17 @@ from coordinator.messages import (
     TrainConfig,
     TrainResult,
 )
-from prunefl_edge.model_spec import Conv2d, Flatten, MaxPool2d, ModelSpec, ModelSpecError, spec_from_dict, spec_to_dict
-from prunefl_edge.models import conv2_spec, mlp_spec, vgg11_spec
-from prunefl_edge.protocol.chunks import MIN_PAYLOAD, Reassembler, chunk_overhead, split_message
-from prunefl_edge.protocol.wire import (
+from prunefl_common.model_spec import (
+    Conv2d,
+    Flatten,
+    MaxPool2d,
+    ModelSpec,
+    ModelSpecError,
+    spec_from_dict,
+    spec_to_dict,
+)
+from prunefl_common.protocol.chunks import MIN_PAYLOAD, Reassembler, chunk_overhead, split_message
+from prunefl_common.protocol.wire import (
     PREFIX,
     Limits,
     MsgKind,
@@ -50,6 +57,7 @@ from prunefl_edge.protocol.wire import (
     envelope_kind,
     peek_header,
 )
+from prunefl_edge.models import conv2_spec, mlp_spec, vgg11_spec
 
 ex = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SHAPES = {0: (1,), 2: (7,), 4: (3, 3), 6: (10, 10, 10)}  # 1, 7, 9 and 1000 elements
@@ -639,7 +647,7 @@ def test_partial_messages_time_out():
 def test_pending_limits_evict_the_oldest(caplog):
     msgs = [_chunks_of(20_000, 4096, seed=s) for s in range(4)]
     r = Reassembler(max_pending_messages=2)
-    with caplog.at_level(logging.WARNING, logger="prunefl_edge.protocol.chunks"):
+    with caplog.at_level(logging.WARNING, logger="prunefl_common.protocol.chunks"):
         for _, parts in msgs[:3]:
             assert r.feed(parts[0]) is None
     assert r.pending_messages == 2 and "evicted the oldest" in caplog.text
@@ -700,7 +708,7 @@ def test_inconsistent_chunks_are_rejected():
 
 # ---- the model description -------------------------------------------------------------------------------------
 def test_model_spec_json_round_trip():
-    from coordinator.sim_inputs import load_model
+    from prunefl_edge.inputs import load_model
 
     specs = [conv2_spec(), mlp_spec(), vgg11_spec(), load_model("mlp", 10, (1, 8, 8), 0)[0],
              ModelSpec((3, 9, 9), (MaxPool2d((3, 3), None, (1, 1)), Conv2d(4, (2, 3), (2, 1), (0, 1), False),

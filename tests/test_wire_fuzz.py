@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from test_wire import envelope, masks_at, unpack, values_for
 
-from coordinator.mask_delta import mask_delta
-from coordinator.messages import (
+from prunefl_common.mask_delta import mask_delta
+from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
@@ -31,10 +31,9 @@ from coordinator.messages import (
     TrainConfig,
     TrainResult,
 )
-from prunefl_edge.model_spec import spec_to_dict
-from prunefl_edge.models import mlp_spec
-from prunefl_edge.protocol.chunks import Reassembler, split_message
-from prunefl_edge.protocol.wire import (
+from prunefl_common.model_spec import spec_to_dict
+from prunefl_common.protocol.chunks import Reassembler, split_message
+from prunefl_common.protocol.wire import (
     PREFIX,
     ProtocolError,
     RejectMsg,
@@ -45,6 +44,7 @@ from prunefl_edge.protocol.wire import (
     encode_status,
     encode_task,
 )
+from prunefl_edge.models import mlp_spec
 
 N_PER_KIND = 1080  # x 10 kinds of payload
 STOPPED_EARLY = re.compile(r"checksum|magic|protocol version|unknown message kind|flags|announces a body|shorter than")

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
+
 # the engine's own result and config types (importing the engine module does not load the C library)
 from prunefl_edge.engine import EvalResult, SGDConfig, StepResult  # noqa: F401 - re-exported
-from prunefl_edge.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
 
 
 class TorchNetwork:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coordinator.importance import accumulate
-from coordinator.messages import TrainConfig, TrainResult
 from coordinator.transport import ClientFailure
+from prunefl_common.importance import accumulate
+from prunefl_common.messages import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from coordinator.server import Coordinator

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coordinator.messages import TaskKind, TrainConfig, TrainResult
 from coordinator.methods.base import BaseMethod
 from coordinator.selection import select_clients
+from prunefl_common.messages import TaskKind, TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from coordinator.server import Coordinator

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coordinator.importance import split_importance
-from coordinator.mask_optimizer import delta_for_round, optimize_masks
-from coordinator.messages import InitialPruneConfig, InitialPruneResult, TaskKind, dense_from_values
 from coordinator.methods.base import BaseMethod
 from coordinator.result_check import initial_prune_problem
+from prunefl_common.importance import split_importance
+from prunefl_common.mask_optimizer import delta_for_round, optimize_masks
+from prunefl_common.messages import InitialPruneConfig, InitialPruneResult, TaskKind, dense_from_values
 
 if TYPE_CHECKING:
     from coordinator.server import Coordinator

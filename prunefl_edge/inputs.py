@@ -1,25 +1,18 @@
-"""Data sets, models and partitions for the simulator and the coordinator, through the project's loaders.
+"""A data set split for training and testing, and a model with its initial weights, by name or path.
 
-Adapts :mod:`prunefl_edge.datasets`, :mod:`prunefl_edge.models` / :mod:`prunefl_edge.onnx_import` and
-:mod:`prunefl_edge.partition` to what the simulator needs, and maps their errors to :class:`InputError`
-(exit code 3 in the CLIs). Every model enters through ONNX, built-in ones included.
+What ``prunefl-edge profile``, the simulator and the coordinator load: :mod:`prunefl_edge.datasets` and
+:mod:`prunefl_edge.models` / :mod:`prunefl_edge.onnx_import` behind one error, :class:`InputError` (exit code 3 in
+the CLIs). Every model enters through ONNX, built-in ones included.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from prunefl_edge.model_spec import ModelSpec
-
-log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """A data set, model or partition that cannot be used (exit code 3 in the CLIs)."""
+from prunefl_common.errors import InputError
+from prunefl_common.model_spec import ModelSpec
 
 
 @dataclass
@@ -78,30 +71,3 @@ def load_model(name: str, num_classes: int, input_shape: tuple[int, int, int],
     if spec.num_classes < num_classes:
         raise InputError(f"model {name} has {spec.num_classes} outputs, the data set {num_classes} classes")
     return spec, [np.asarray(w, np.float32) for w in imported.weights]
-
-
-def random_weights(spec: ModelSpec, seed: int) -> list[np.ndarray]:
-    from prunefl_edge.models import init_weights
-
-    return init_weights(spec, seed)
-
-
-def partition(y: np.ndarray, n_clients: int, how: str, seed: int, alpha: float = 0.5,
-              shards_per_client: int = 2, groups: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Index lists, one per client; every sample in exactly one client."""
-    from prunefl_edge.partition import partition as project_partition
-
-    try:
-        return [np.asarray(p) for p in project_partition(how, y, n_clients, seed=seed, alpha=alpha,
-                                                         shards_per_client=shards_per_client, groups=groups)]
-    except ValueError as e:
-        raise InputError(f"partition {how!r}: {e}") from e
-
-
-def export_model(spec: ModelSpec, weights: list[np.ndarray], masks: dict[int, np.ndarray], path: str) -> bool:
-    """Write the pruned model to ONNX (pruned weights as zeros, the density in the model's metadata)."""
-    from prunefl_edge.onnx_export import export_onnx
-
-    masked = [w * masks[i] if i in masks else w for i, w in enumerate(weights)]
-    export_onnx(spec, masked, path, masks=masks)
-    return True

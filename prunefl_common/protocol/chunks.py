@@ -17,16 +17,9 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from prunefl_edge.protocol.recent import RecentIds
-from prunefl_edge.protocol.wire import (
-    DEFAULT_LIMITS,
-    Limits,
-    MsgKind,
-    ProtocolError,
-    decode_chunk,
-    encode_chunk,
-    envelope_kind,
-)
+from prunefl_common.protocol.envelope import MsgKind, decode_chunk, encode_chunk, envelope_kind
+from prunefl_common.protocol.fields import DEFAULT_LIMITS, Limits, ProtocolError
+from prunefl_common.protocol.recent import RecentIds
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from coordinator.mask_delta import MaskDelta
+from prunefl_common.mask_delta import MaskDelta
 
 
 class TaskKind(StrEnum):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from prunefl_edge.model_spec import Conv2d, ModelSpec
+from prunefl_common.model_spec import Conv2d, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     """A built-in profile by name (``pi4-reference``) or a JSON file written by ``prunefl-edge profile``."""
     s = str(name_or_path)
     if s in BUILTIN_PROFILES:
-        text = resources.files("coordinator").joinpath("profiles", f"{s}.json").read_text()
+        text = resources.files("prunefl_common").joinpath("profiles", f"{s}.json").read_text()
         return DeviceProfile.from_json(json.loads(text), s)
     p = Path(s)
     if not p.is_file():
