@@ -8,7 +8,7 @@ import numpy as np
 
 from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.run_options import RunOptions, UsageError
-from coordinator.server import Method
+from coordinator.strategy import Method
 from prunefl_common.model_spec import ModelSpec
 
 

@@ -70,6 +70,6 @@ def test_container_layout_is_safetensors_own():
             name = str(rng.choice(["v", "m", "a", "r", "z", "data"])) + str(int(rng.integers(0, 30)))
             shape = tuple(int(s) for s in rng.integers(0, 5, size=int(rng.integers(1, 3))))
             t[name] = (rng.random(shape) * 100).astype(dt)
-        md = '{"x":"a\\\\b\\"c","n":%d}' % trial
+        md = '{"x":"a\\\\b\\"c","n":' + str(trial) + '}'
         head, arrays = container_layout(t, md)
         assert head + b"".join(a.tobytes() for a in arrays) == st_save(t, metadata={"prunefl": md})

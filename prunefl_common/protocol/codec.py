@@ -76,6 +76,11 @@ from prunefl_common.protocol.positions import (
 )
 from prunefl_common.protocol.topics import valid_id
 
+__all__ = [  # what wire.py re-exports
+    "STATES", "Decoded", "RejectMsg", "StatusMsg", "decode", "encode_reject", "encode_result", "encode_status",
+    "encode_task", "peek_header", "result_nbytes", "task_nbytes",
+]
+
 _Parts = tuple[MsgKind, dict[str, Any], dict[str, np.ndarray]]  # an envelope before it is built
 
 STATES = ("online", "offline", "busy")

@@ -48,6 +48,11 @@ from prunefl_common.protocol.fields import (
 )
 from prunefl_common.protocol.topics import valid_id
 
+__all__ = [  # what wire.py re-exports
+    "MAGIC", "PREFIX", "PROTOCOL_VERSION", "Chunk", "Header", "MsgKind", "decode_chunk", "encode_chunk",
+    "envelope_kind",
+]
+
 PROTOCOL_VERSION = 1
 MAGIC = b"PFLE"
 PREFIX = struct.Struct("<4sBBHII")  # magic, version, kind, flags, body length, CRC-32 of the body
