@@ -1,4 +1,5 @@
-"""PruneFL importance: per client round z_j += n_i * (sum_k g_kj)^2; the coordinator sums over clients."""
+"""PruneFL importance: per client round z_j += n_i * (sum_k g_kj)^2 (:func:`add_client_round`, on the edge); the
+coordinator sums over clients (:func:`accumulate`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def client_importance(grad_sums: Sequence[np.ndarray], n_samples: int) -> list[np.ndarray]:
-    """z of one client round: ``n * a**2`` with ``a`` the sum of the local steps' gradients (float64)."""
+def add_client_round(z: list[np.ndarray] | None, grad_sums: Sequence[np.ndarray], n_samples: int) -> list[np.ndarray]:
+    """One client round into a client's running z: ``z += n * a**2`` with ``a`` the sum of the round's local-step
+    gradients, float32 and in place (what an edge accumulates and uploads); ``z`` None starts at zeros."""
     if n_samples < 0:
         raise ValueError("n_samples must be >= 0")
-    return [float(n_samples) * np.square(np.asarray(a, dtype=np.float64)) for a in grad_sums]
+    if z is None:
+        z = [np.zeros(np.shape(a), np.float32) for a in grad_sums]
+    if len(z) != len(grad_sums):
+        raise ValueError(f"{len(grad_sums)} gradient sums for {len(z)} importance arrays")
+    for acc, a in zip(z, grad_sums, strict=True):
+        a = np.asarray(a, np.float32)
+        sq = np.multiply(a, a)
+        sq *= np.float32(n_samples)
+        acc += sq
+    return z
 
 
 def accumulate(total: list[np.ndarray] | None, z: Sequence[np.ndarray]) -> list[np.ndarray]:

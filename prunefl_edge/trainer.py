@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from prunefl_common.importance import add_client_round
 from prunefl_common.mask_delta import apply_mask_delta
 from prunefl_common.mask_optimizer import optimize_masks
 from prunefl_common.messages import (
@@ -200,7 +201,7 @@ class Trainer:
                 loss_sum += float(r.loss) * len(idx)
                 correct += int(r.correct)
             if cfg.collect_importance:
-                self._accumulate_importance(self.net.grad_sums(), n)
+                self.importance = add_client_round(self.importance, self.net.grad_sums(), n)
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
@@ -211,16 +212,6 @@ class Trainer:
         values = kept_values(self.net.get_weights(), self.masks)
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
-
-    def _accumulate_importance(self, grad_sums: list[np.ndarray], n: int) -> None:
-        """z += n * a**2 in place, float32 (what is uploaded); same values as prunefl_common.importance's functions."""
-        if self.importance is None:
-            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
-        for z, a in zip(self.importance, grad_sums, strict=True):
-            a = np.asarray(a, np.float32)
-            sq = np.multiply(a, a)
-            sq *= np.float32(n)
-            z += sq
 
     def _gradient(self, task: Task) -> TrainResult:
         """Sum of the dense gradients of ``local_steps`` batches at the given weights, no update (SNIP)."""
