@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from prunefl_common.importance import add_client_round
 from prunefl_common.mask_delta import apply_mask_delta
 from prunefl_common.mask_optimizer import optimize_masks
 from prunefl_common.messages import (
@@ -28,7 +27,6 @@ from prunefl_common.messages import (
     TaskKind,
     TrainConfig,
     TrainResult,
-    dense_from_values,
     kept_values,
 )
 
@@ -170,11 +168,20 @@ class Trainer:
                                    f"uses {upd.version} without sending it")
 
     def _load_values(self, values: list[np.ndarray]) -> None:
-        if values:
-            try:
-                self.net.set_weights(dense_from_values(values, self.masks, self.shapes))
-            except ValueError as e:
-                raise TaskError(f"client {self.client_id}: {e}") from e
+        """The task's kept values straight into the network (no dense copy of any weight)."""
+        if not values:
+            return
+        if len(values) != len(self.shapes):
+            raise TaskError(f"client {self.client_id}: {len(values)} value arrays for {len(self.shapes)} parameters")
+        for p, v in enumerate(values):
+            want = int(self.masks[p].sum()) if p in self.masks else int(np.prod(self.shapes[p]))
+            if np.size(v) != want:
+                raise TaskError(f"client {self.client_id}: parameter {p} has {np.size(v)} values, its mask keeps "
+                                f"{want}")
+        try:
+            self.net.set_kept_values(values)
+        except (ValueError, RuntimeError) as e:  # RuntimeError: the C core refused them (a non-finite value)
+            raise TaskError(f"client {self.client_id}: {e}") from e
 
     def _sgd(self, cfg: TrainConfig) -> Any:
         return self._sgd_config(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -200,8 +207,10 @@ class Trainer:
                 n += len(idx)
                 loss_sum += float(r.loss) * len(idx)
                 correct += int(r.correct)
-            if cfg.collect_importance:
-                self.importance = add_client_round(self.importance, self.net.grad_sums(), n)
+            if cfg.collect_importance:  # z += n * a**2 (prunefl_common.importance.add_client_round), in C
+                if self.importance is None:
+                    self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+                self.net.add_importance(self.importance, float(n))
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
@@ -209,7 +218,7 @@ class Trainer:
         if cfg.upload_importance and self.importance is not None:
             upload = self.importance
             self.importance = None
-        values = kept_values(self.net.get_weights(), self.masks)
+        values = self.net.get_kept_values()
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
 
