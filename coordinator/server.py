@@ -251,7 +251,7 @@ class Coordinator:
         self.apply(self.method.aggregate_round(self.view(), fresh, got.failures))
         for res in fresh:
             if res.importance is not None:
-                st.importance = accumulate(st.importance, res.importance)
+                st.importance = accumulate(st.importance, res.importance, self._kept_index(), self.shapes)
         st.sim_time_s += self.time_model.round_time(kept_during)
         change = self.method.reconfigure(self.view())
         reconfigured = change is not None and change.masks is not None

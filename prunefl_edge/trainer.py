@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from prunefl_common.importance import sparse_importance
 from prunefl_common.mask_delta import apply_mask_delta
 from prunefl_common.mask_optimizer import optimize_masks
 from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
+    SparseImportance,
     Task,
     TaskKind,
     TrainConfig,
@@ -214,10 +216,11 @@ class Trainer:
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
-        upload = None
+        upload: list[np.ndarray] | SparseImportance | None = None
         if cfg.upload_importance and self.importance is not None:
-            upload = self.importance
-            self.importance = None
+            upload, self.importance = self.importance, None
+            if cfg.importance_top is not None:  # what the mask choice can use, not every position (issue 13)
+                upload = sparse_importance(upload, self.masks, cfg.importance_top)
         values = self.net.get_kept_values()
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)

@@ -67,7 +67,7 @@ def test_container_layout_is_safetensors_own():
     for trial in range(100):
         t = {}
         for _ in range(int(rng.integers(0, 8))):
-            dt = rng.choice([np.float32, np.uint8, np.uint16, np.uint32, np.uint64])
+            dt = rng.choice([np.float32, np.float16, np.uint8, np.uint16, np.uint32, np.uint64])
             name = str(rng.choice(["v", "m", "a", "r", "z", "data"])) + str(int(rng.integers(0, 30)))
             shape = tuple(int(s) for s in rng.integers(0, 5, size=int(rng.integers(1, 3))))
             t[name] = (rng.random(shape) * 100).astype(dt)

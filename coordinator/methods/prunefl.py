@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 
 from coordinator.methods.base import BaseMethod
 from coordinator.result_check import initial_prune_problem
@@ -10,9 +12,20 @@ from coordinator.strategy import RoundView, SetupStep, Update
 from coordinator.transport import Gathered
 from prunefl_common.importance import split_importance
 from prunefl_common.mask_optimizer import delta_for_round, optimize_masks
-from prunefl_common.messages import InitialPruneConfig, InitialPruneResult, TaskKind, dense_from_values
+from prunefl_common.messages import InitialPruneConfig, InitialPruneResult, TaskKind, TrainConfig, dense_from_values
 
 log = logging.getLogger(__name__)
+
+
+MAX_IMPORTANCE_TOP = 16.0
+
+
+def next_importance_top(top: float, regrown: Sequence[int], kept_before: Sequence[int]) -> float:
+    """The bound for the next interval's sparse uploads: doubled (up to 16) when the last choice regrew in some layer
+    at least half of what a client could send there (``top`` x its kept count), which says the bound may have cut
+    off weights the dense importance would have regrown; else unchanged."""
+    tight = any(k > 0 and r >= 0.5 * top * k for r, k in zip(regrown, kept_before, strict=True))
+    return min(MAX_IMPORTANCE_TOP, 2.0 * top) if tight else top
 
 
 class PruneFL(BaseMethod):
@@ -23,12 +36,14 @@ class PruneFL(BaseMethod):
     importance_window: rounds before each reconfiguration (the reconfiguration round included) in which
         clients accumulate importance; None = the whole interval (faithful: the reference accumulates always).
     initial_client: the client that runs initial pruning; None = the one with the most local samples.
+    importance_top: clients upload z at kept positions and, per layer, the largest z of at most this fraction of
+        its kept count at pruned positions (what the mask choice can use); None = every position, dense.
     """
 
     def __init__(self, initial: bool = True, reconfig_interval: int = 50, importance_window: int | None = None,
                  delta0: float = 0.3, half_life: float = 10000.0, max_density: float | None = None,
                  initial_client: str | None = None, ip_max_passes: int = 1000, ip_interval: int | None = None,
-                 ip_lr: float | None = None) -> None:
+                 ip_lr: float | None = None, importance_top: float | None = 1.0) -> None:
         super().__init__(name="prunefl" if initial else "adaptive-only")
         if reconfig_interval <= 0:
             raise ValueError("reconfig_interval must be positive")
@@ -40,6 +55,7 @@ class PruneFL(BaseMethod):
         self.ip_max_passes = ip_max_passes
         self.ip_interval = ip_interval if ip_interval is not None else reconfig_interval
         self.ip_lr = ip_lr
+        self.importance_top = importance_top
 
     # ---- initial pruning -------------------------------------------------------------------------------
     def _pick_initial_client(self, view: RoundView) -> str:
@@ -97,6 +113,14 @@ class PruneFL(BaseMethod):
     def is_reconfig_round(self, r: int) -> bool:
         return r > 0 and r % self.interval == 0
 
+    def _importance_top(self, view: RoundView) -> float | None:
+        if self.importance_top is None:
+            return None
+        return float(view.extra.get("importance_top", self.importance_top))
+
+    def configure_round(self, view: RoundView) -> TrainConfig:
+        return dataclasses.replace(super().configure_round(view), importance_top=self._importance_top(view))
+
     def collect_importance(self, round_index: int) -> tuple[bool, bool]:
         nxt = max(self.interval, -(-round_index // self.interval) * self.interval)
         collect = nxt - round_index < self.window
@@ -114,4 +138,12 @@ class PruneFL(BaseMethod):
                                 fixed_importance=fixed, max_density=self.max_density)
         log.info("round %d: reconfigured, kept %s (removed %s, regrown %s)", r, choice.kept, choice.removed,
                  choice.regrown)
-        return Update(masks=dict(zip(wp, choice.masks, strict=True)), reset_importance=True)
+        extra = {}
+        top = self._importance_top(view)
+        if top is not None:
+            new_top = next_importance_top(top, choice.regrown, [int(view.masks[p].sum()) for p in wp])
+            if new_top != top:
+                log.warning("round %d: the choice regrew close to the sparse importance bound (%.3g x kept): the "
+                            "next interval's uploads send %.3g x", r, top, new_top)
+            extra["importance_top"] = new_top
+        return Update(masks=dict(zip(wp, choice.masks, strict=True)), reset_importance=True, extra=extra)

@@ -88,12 +88,13 @@ class Chunk:
     data: bytes
 
 
-DTYPES: dict[str, type[np.generic]] = {"F32": np.float32, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32,
-                                        "U64": np.uint64}
+DTYPES: dict[str, type[np.generic]] = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "U16": np.uint16,
+                                       "U32": np.uint32, "U64": np.uint64}
 _DTYPE_NAMES = {np.dtype(t): name for name, t in DTYPES.items()}
-# safetensors' data order: by dtype as its writer ranks them (8-byte unsigned, float32, 4-, 2-, 1-byte unsigned), then
+# safetensors' data order: by dtype as its writer ranks them (8-byte unsigned, float32, 4-byte unsigned, float16, 2-,
+# 1-byte unsigned), then
 # by name
-_DTYPE_RANK = {"U64": 0, "F32": 1, "U32": 2, "U16": 3, "U8": 4}
+_DTYPE_RANK = {"U64": 0, "F32": 1, "U32": 2, "F16": 3, "U16": 4, "U8": 5}
 
 
 def container_layout(tensors: dict[str, np.ndarray], metadata: str) -> tuple[bytes, list[np.ndarray]]:
@@ -274,6 +275,12 @@ class Tensors:
         v = self.take(name, what)
         if v.dtype != np.float32 or v.ndim != 1:
             raise ProtocolError(f"{what}: {name} must be a float32 vector, got {v.dtype} {v.shape}")
+        return v
+
+    def half_vector(self, name: str, what: str) -> np.ndarray:
+        v = self.take(name, what)
+        if v.dtype != np.float16 or v.ndim != 1:
+            raise ProtocolError(f"{what}: {name} must be a float16 vector, got {v.dtype} {v.shape}")
         return v
 
     def all_used(self) -> None:
