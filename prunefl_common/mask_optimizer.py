@@ -3,7 +3,11 @@
 Faithful to the reference implementation (``control/algorithm.py`` of jiangyuang/PruneFL):
 
 1. In each prunable layer ``l`` the fraction ``delta`` of currently kept weights with the smallest ``|w|``
-   become *removal candidates*; the other kept weights stay (the "stay set" S).
+   become *removal candidates*; the other kept weights stay (the "stay set" S). With ``ties="keep"`` (the
+   default, the reference's ``process_layer``: ``w_thr = sort(|w_kept|)[int(dtp * num_kept)]``, stay
+   ``|w| >= w_thr``) every kept weight tied with the cut magnitude stays, so fewer than ``int(delta * kept)``
+   may become candidates; ``ties="exact"`` makes exactly ``int(delta * kept)`` candidates, ties broken by
+   position order of ``np.argpartition`` (this project's earlier behaviour).
 2. ``N = sum(z[S]) + fixed`` (``fixed``: the importance of parameters that are never pruned, e.g. biases:
    numerator only) and ``D = c + sum_l |S_l| * (a_l + b)``.
 3. Candidates (the removal candidates plus every currently pruned weight) are taken in descending order of
@@ -30,6 +34,25 @@ import numpy as np
 
 class MaskOptimizerError(ValueError):
     """Inputs the optimiser cannot use (shape mismatch, negative cost, NaN importance)."""
+
+
+TIE_RULES = ("keep", "exact")  # "keep": the reference's |w| >= thr stays; "exact": exactly int(delta * kept) removed
+
+
+def removal_candidates(magnitudes: np.ndarray, delta: float, ties: str = "keep") -> np.ndarray:
+    """Positions (into ``magnitudes``, the |w| of one layer's kept weights) that become removal candidates."""
+    if ties not in TIE_RULES:
+        raise MaskOptimizerError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    mags = np.asarray(magnitudes)
+    n_dec = int(delta * mags.size)
+    if n_dec <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n_dec >= mags.size:
+        return np.arange(mags.size)
+    if ties == "keep":  # the reference: thr = sort(|w|)[n_dec]; |w| < thr are candidates, ties with thr stay
+        thr = np.partition(mags, n_dec)[n_dec]
+        return np.flatnonzero(mags < thr)
+    return np.argpartition(mags, n_dec - 1)[:n_dec]  # the n_dec smallest (deterministic for equal inputs)
 
 
 def delta_for_round(round_index: int, initial: float = 0.3, half_life: float = 10000.0) -> float:
@@ -67,6 +90,7 @@ def optimize_masks(
     delta: float,
     fixed_importance: float = 0.0,
     max_density: float | None = None,
+    ties: str = "keep",
 ) -> MaskChoice:
     """Choose new masks for the prunable layers.
 
@@ -78,6 +102,8 @@ def optimize_masks(
     delta:      fraction in [0, 1] of each layer's kept weights that become removal candidates.
     fixed_importance: sum of z over parameters never pruned (biases): numerator only.
     max_density: optional cap on (kept prunable weights) / (all prunable weights).
+    ties:       "keep" (reference): kept weights tied with the delta-cut magnitude stay; "exact": exactly
+                ``int(delta * kept)`` removal candidates per layer.
     """
     shapes = [tuple(np.shape(m)) for m in masks]
     _check("importance", importance, shapes)
@@ -91,6 +117,8 @@ def optimize_masks(
         raise MaskOptimizerError(f"delta must be in [0, 1], got {delta}")
     if not np.isfinite(intercept) or intercept < 0:
         raise MaskOptimizerError(f"intercept must be finite and >= 0, got {intercept}")
+    if ties not in TIE_RULES:
+        raise MaskOptimizerError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     if max_density is not None and not 0.0 < max_density <= 1.0:
         raise MaskOptimizerError(f"max_density must be in (0, 1], got {max_density}")
 
@@ -105,15 +133,10 @@ def optimize_masks(
             raise MaskOptimizerError(f"importance[{li}] must be finite and >= 0")
         mf = np.asarray(m, dtype=bool).ravel()
         kept_idx = np.flatnonzero(mf)
-        n_dec = int(delta * kept_idx.size)
         s = mf.copy()
-        if n_dec > 0:
+        if int(delta * kept_idx.size) > 0:
             mags = np.abs(np.asarray(w, dtype=np.float32).ravel()[kept_idx])
-            if n_dec >= kept_idx.size:
-                part = np.arange(kept_idx.size)
-            else:  # the n_dec smallest magnitudes (deterministic for equal inputs)
-                part = np.argpartition(mags, n_dec - 1)[:n_dec]
-            s[kept_idx[part]] = False
+            s[kept_idx[removal_candidates(mags, delta, ties)]] = False
         stay.append(s)
         numerator += float(np.sum(zf, where=s))
         denominator += float(np.count_nonzero(s)) * float(cost[li])
