@@ -67,6 +67,9 @@ class InitialPruneConfig:
     stop_count: int = 5  # ... for this many reconfigurations in a row
     max_density: float | None = None
     seed: int = 0  # which local samples form the 10 batches
+    # True (reference, bases/nn/linear.py DenseLinear.forward multiplies weight by mask): z = 0 at pruned weights,
+    # so IP never regrows, and no dense dW is needed; False: z from the dense gradient (pruned weights included)
+    masked_importance: bool = True
 
 
 @dataclass

@@ -248,7 +248,9 @@ class Trainer:
         """PruneFL's initial pruning on local data (reference ``AdaptiveServer.initial_pruning``).
 
         10 batches of 20 local samples, reused every pass; SGD at the initial lr; the squared gradient of every
-        parameter accumulated each step; from the pass where training accuracy (checked every 10 passes, as
+        parameter accumulated each step (``masked_importance``, the reference: the gradient w.r.t. the masked
+        weights, zero at pruned ones, so IP only removes; otherwise the dense gradient, so IP may regrow); from
+        the pass where training accuracy (checked every 10 passes, as
         the reference does) reaches 1.5/#classes on, a reconfiguration every ``reconfig_interval`` passes with
         the federation's time model and delta 0.3; stop when the density changed by <= 10% for 5
         reconfigurations in a row, or after ``max_passes``.
@@ -280,7 +282,10 @@ class Trainer:
         train_acc = float("nan")
         passes = 0
         total_w = sum(int(np.prod(self.shapes[p])) for p in self.weight_params)
-        self.net.set_importance(True)
+        masked = cfg.masked_importance
+        # masked (the reference): the masked gradient of each step, which the SGD step computes anyway; dense: the
+        # engine's dense dW of every weight (pruned ones included), which costs a dense weight gradient per step
+        self.net.set_importance(not masked)
         try:
             for i in range(1, cfg.max_passes + 1):
                 passes = i
@@ -291,9 +296,11 @@ class Trainer:
                         start_pass = i
                         log.info("initial pruning: reconfiguration starts at pass %d (train acc %.3f)", i, train_acc)
                 for b in batches:
-                    self.net.reset_grad_sums()
+                    if not masked:
+                        self.net.reset_grad_sums()
                     self.net.train_step(self.x[b], self.y[b], sgd)
-                    for acc, tmp, g in zip(z, sq, self.net.grad_sums(), strict=True):
+                    step_grads = self.net.grads() if masked else self.net.grad_sums()
+                    for acc, tmp, g in zip(z, sq, step_grads, strict=True):
                         np.multiply(g, g, out=tmp)
                         acc += tmp
                 if start_pass is not None and (i - start_pass) % cfg.reconfig_interval == 0:
