@@ -24,6 +24,9 @@ class TaskKind(StrEnum):
     TRAIN = "train"  # local masked SGD; returns the new kept values (and importance when asked)
     GRADIENT = "gradient"  # no update: sum of dense gradients over local_steps batches (SNIP scores)
     INITIAL_PRUNE = "initial_prune"  # PruneFL's initial pruning on this client's data
+    # no training: send the importance accumulated since the last upload (a client that trained earlier in the
+    # reconfiguration interval but is not selected in the reconfiguration round); values are not needed
+    IMPORTANCE = "importance"
 
 
 @dataclass

@@ -98,6 +98,10 @@ class Trainer:
         self.masks: dict[int, np.ndarray] = {p: np.ones(self.shapes[p], bool) for p in self.weight_params}
         self.mask_version = -1  # none received yet: the first task must carry a full mask
         self.importance: list[np.ndarray] | None = None  # z accumulated since the last upload
+        # the mask version z was accumulated under, and the samples it covers: z belongs to the reconfiguration
+        # interval of that version; a client that missed the interval's upload drops it when a newer mask arrives
+        self.importance_version = -1
+        self.importance_samples = 0
         self.stream = BatchStream(len(self.y), seed)
         if sgd_config is None:
             from prunefl_edge.engine import SGDConfig
@@ -112,7 +116,8 @@ class Trainer:
     # ---- state for a restarting edge -------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"mask_version": self.mask_version, "stream": self.stream.state(),
-                "has_importance": self.importance is not None}
+                "has_importance": self.importance is not None, "importance_version": self.importance_version,
+                "importance_samples": self.importance_samples}
         arrays = {f"m{p}": m for p, m in self.masks.items()}
         if self.importance is not None:
             arrays.update({f"z{i}": z for i, z in enumerate(self.importance)})
@@ -124,6 +129,9 @@ class Trainer:
         self.stream.load(meta["stream"])
         self.importance = ([np.array(arrays[f"z{i}"], np.float32) for i in range(len(self.shapes))]
                            if meta["has_importance"] else None)
+        # state saved before these fields existed: z is taken to belong to the mask the state holds
+        self.importance_version = int(meta.get("importance_version", self.mask_version))
+        self.importance_samples = int(meta.get("importance_samples", 0))
 
     # ---- tasks -----------------------------------------------------------------------------------------
     def execute(self, task: Task) -> TrainResult | InitialPruneResult:
@@ -134,6 +142,8 @@ class Trainer:
             return self._gradient(task)
         if task.kind == TaskKind.INITIAL_PRUNE:
             return self._initial_prune(task)
+        if task.kind == TaskKind.IMPORTANCE:
+            return self._upload_importance(task)
         raise TaskError(f"unknown task kind {task.kind!r}")
 
     def _install_masks(self, masks: dict[int, np.ndarray], version: int) -> None:
@@ -142,6 +152,12 @@ class Trainer:
             self.net.set_masks(masks)
         self.masks = masks
         self.mask_version = version
+        if self.importance is not None and version != self.importance_version:
+            # z of an earlier interval whose reconfiguration has happened without it: it would be summed into the
+            # next interval's importance, which the reference never does (every upload covers one interval)
+            log.info("client %s: drops importance of mask version %d (now %d)", self.client_id,
+                     self.importance_version, version)
+            self._reset_importance()
 
     def _apply_mask(self, upd: MaskUpdate) -> None:
         if upd.full is not None:
@@ -204,18 +220,34 @@ class Trainer:
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
-        upload = None
-        if cfg.upload_importance and self.importance is not None:
-            upload = self.importance
-            self.importance = None
+        upload = self._take_importance() if cfg.upload_importance else None
         values = kept_values(self.net.get_weights(), self.masks)
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
+
+    def _reset_importance(self) -> None:
+        self.importance, self.importance_samples = None, 0
+
+    def _take_importance(self) -> list[np.ndarray] | None:
+        """The accumulated z for an upload (None if there is none); the sum starts afresh."""
+        z = self.importance
+        self._reset_importance()
+        return z
+
+    def _upload_importance(self, task: Task) -> TrainResult:
+        """An IMPORTANCE task: no training, the accumulated z (None when this client holds none)."""
+        if not isinstance(task.config, TrainConfig):
+            raise TaskError(f"bad importance config {task.config!r}")
+        n = self.importance_samples
+        z = self._take_importance()
+        return TrainResult(self.client_id, task.round, self.mask_version, n if z is not None else 0, [], z)
 
     def _accumulate_importance(self, grad_sums: list[np.ndarray], n: int) -> None:
         """z += n * a**2 in place, float32 (what is uploaded); same values as prunefl_common.importance's functions."""
         if self.importance is None:
             self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+            self.importance_version = self.mask_version
+        self.importance_samples += n
         for z, a in zip(self.importance, grad_sums, strict=True):
             a = np.asarray(a, np.float32)
             sq = np.multiply(a, a)

@@ -183,3 +183,50 @@ def test_importance_accumulates_per_round_not_over_the_window():
     assert len(each) == 2 and len(once) == 1
     for z1, z2, z in zip(each[0], each[1], once[0], strict=True):
         np.testing.assert_allclose(z, z1 + z2, rtol=1e-6)
+
+
+def test_importance_task_uploads_the_interval_sum_without_training():
+    """A client that trained earlier in the interval, asked at the reconfiguration round, sends its z unchanged."""
+    masks = _masks()
+    tr, w, _, _ = _make("fake")
+    cfg = TrainConfig(lr=0.1, collect_importance=True)
+    tr.execute(Task(0, TaskKind.TRAIN, MaskUpdate(0, full=masks), kept_values(w, masks), cfg))
+    tr.execute(Task(1, TaskKind.TRAIN, MaskUpdate(0), kept_values(w, masks), cfg))
+    held = [z.copy() for z in tr.importance]
+    before = [x.copy() for x in tr.net.get_weights()]
+    stream = tr.stream.state()
+    res = tr.execute(Task(2, TaskKind.IMPORTANCE, MaskUpdate(0), [], TrainConfig(lr=0.1)))
+    assert res.values == [] and res.n_samples == 200 and res.mask_version == 0
+    for a, b in zip(res.importance, held, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(tr.net.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)  # no training
+    assert tr.stream.state() == stream and tr.importance is None
+    again = tr.execute(Task(3, TaskKind.IMPORTANCE, MaskUpdate(0), [], TrainConfig(lr=0.1)))
+    assert again.importance is None and again.n_samples == 0  # nothing held: nothing sent
+
+
+def test_importance_of_an_earlier_interval_is_dropped_at_the_next_mask():
+    """z belongs to the interval of the mask version it was accumulated under; a client that missed that
+    interval's upload does not carry it into the next one."""
+    masks = _masks()
+    tr, w, _, _ = _make("fake")
+    cfg = TrainConfig(lr=0.1, collect_importance=True)
+    tr.execute(Task(0, TaskKind.TRAIN, MaskUpdate(0, full=masks), kept_values(w, masks), cfg))
+    assert tr.importance is not None and tr.importance_version == 0
+    meta, arrays = tr.state_dict()
+    restored, _, _, _ = _make("fake")
+    restored.load_state_dict(meta, arrays)
+    assert restored.importance_version == 0 and restored.importance_samples == 100
+    new = {p: m.copy() for p, m in masks.items()}
+    new[0][0, :] = True
+    res = tr.execute(Task(7, TaskKind.TRAIN, MaskUpdate(1, delta=mask_delta(masks, new, 0, 1)),
+                          kept_values(w, new), TrainConfig(lr=0.1, collect_importance=True, upload_importance=True)))
+    assert res.n_samples == 100 and res.importance is not None  # this round's z only
+    assert tr.importance is None and tr.importance_samples == 0
+    direct, _, _, _ = _make("fake")  # the same two rounds, the first without importance
+    direct.execute(Task(0, TaskKind.TRAIN, MaskUpdate(0, full=masks), kept_values(w, masks), TrainConfig(lr=0.1)))
+    got = direct.execute(Task(7, TaskKind.TRAIN, MaskUpdate(1, full=new), kept_values(w, new),
+                              TrainConfig(lr=0.1, collect_importance=True, upload_importance=True)))
+    for a, b in zip(res.importance, got.importance, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
