@@ -44,6 +44,11 @@ class RunOptions:
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
+    # the reference's semantics by default (docs/REPRODUCTION.md); the other value of each is an option to measure
+    ip_importance: str = "masked"  # initial pruning's z: "masked" (0 at pruned weights, no regrowth) or "dense"
+    mask_ties: str = "keep"  # weights tied with the delta-cut magnitude: "keep" (reference) or "exact"
+    importance_from: str = "interval"  # whose z a reconfiguration sums: "interval" (every client that trained in
+    # the importance window) or "selected" (only the clients selected in the reconfiguration round)
     mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
     profile: str = "pi4-reference"
     seed: int = 0
@@ -94,6 +99,16 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--ip-importance", choices=("masked", "dense"),
+                   help="initial pruning's importance: masked (the reference: z = 0 at pruned weights, no regrowth) "
+                        f"or dense (default {d.ip_importance})")
+    g.add_argument("--mask-ties", choices=("keep", "exact"),
+                   help="kept weights tied with the delta-cut magnitude: keep (the reference) or exact (exactly "
+                        f"int(delta * kept) removal candidates) (default {d.mask_ties})")
+    g.add_argument("--importance-from", choices=("interval", "selected"),
+                   help="whose importance a reconfiguration sums: interval (every client that trained in the "
+                        "window, the reference) or selected (the reconfiguration round's clients only) "
+                        f"(default {d.importance_from})")
     g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
     g.add_argument("--profile", help=f"{profile_help} (default {d.profile})")
     g = groups["run"] = p.add_argument_group("run")
@@ -149,6 +164,9 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (o.threads > 0, "--threads must be positive"),
+              (o.ip_importance in ("masked", "dense"), "--ip-importance must be masked or dense"),
+              (o.mask_ties in ("keep", "exact"), "--mask-ties must be keep or exact"),
+              (o.importance_from in ("interval", "selected"), "--importance-from must be interval or selected"),
               (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}"), *extra]
     for ok, msg in checks:
         if not ok:

@@ -24,6 +24,9 @@ class TaskKind(StrEnum):
     TRAIN = "train"  # local masked SGD; returns the new kept values (and importance when asked)
     GRADIENT = "gradient"  # no update: sum of dense gradients over local_steps batches (SNIP scores)
     INITIAL_PRUNE = "initial_prune"  # PruneFL's initial pruning on this client's data
+    # no training: send the importance accumulated since the last upload (a client that trained earlier in the
+    # reconfiguration interval but is not selected in the reconfiguration round); values are not needed
+    IMPORTANCE = "importance"
 
 
 @dataclass
@@ -70,6 +73,9 @@ class InitialPruneConfig:
     stop_count: int = 5  # ... for this many reconfigurations in a row
     max_density: float | None = None
     seed: int = 0  # which local samples form the 10 batches
+    # True (reference, bases/nn/linear.py DenseLinear.forward multiplies weight by mask): z = 0 at pruned weights,
+    # so IP never regrows, and no dense dW is needed; False: z from the dense gradient (pruned weights included)
+    masked_importance: bool = True
 
 
 @dataclass

@@ -32,7 +32,7 @@ from prunefl_common.model_spec import Conv2d, ModelSpec
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "prunefl-device-profile/1"
-BUILTIN_PROFILES = ("pi4-reference",)
+BUILTIN_PROFILES = ("pi4-reference", "pi-proxy-mlp")
 
 
 class ProfileError(ValueError):

@@ -249,11 +249,21 @@ class Network:
         """``z[i] += scale * s**2`` with ``s`` parameter i's gradient sum, in place in C (no copy of ``s``);
         ``kept_only``: at kept positions only. ``z``: float32 C-contiguous arrays of the parameters' shapes."""
         for i, zi in enumerate(z):
-            if zi.dtype != np.float32 or not zi.flags.c_contiguous or zi.shape != self.param_shapes[i].shape:
-                raise ValueError(f"importance of parameter {i}: a C-contiguous float32 array of shape "
-                                 f"{self.param_shapes[i].shape} is needed, got {zi.dtype} {zi.shape}")
+            self._check_importance_buffer(i, zi)
             self._call(self._n.lib.pf_net_add_sq_grad_sum(self._h, i, self._ptr("float[]", zi), zi.size,
                                                            float(scale), int(kept_only)))
+
+    def add_step_importance(self, z: Sequence[np.ndarray], scale: float = 1.0) -> None:
+        """``z[i] += scale * g**2`` with ``g`` parameter i's gradient of the last forward_backward (zero at pruned
+        positions: the gradient of the masked weights), in place in C."""
+        for i, zi in enumerate(z):
+            self._check_importance_buffer(i, zi)
+            self._call(self._n.lib.pf_net_add_sq_grad(self._h, i, self._ptr("float[]", zi), zi.size, float(scale)))
+
+    def _check_importance_buffer(self, i: int, zi: np.ndarray) -> None:
+        if zi.dtype != np.float32 or not zi.flags.c_contiguous or zi.shape != self.param_shapes[i].shape:
+            raise ValueError(f"importance of parameter {i}: a C-contiguous float32 array of shape "
+                             f"{self.param_shapes[i].shape} is needed, got {zi.dtype} {zi.shape}")
 
     def get_masks(self) -> dict[int, np.ndarray]:
         out = {}

@@ -29,7 +29,6 @@ from prunefl_common.messages import (
     TaskKind,
     TrainConfig,
     TrainResult,
-    kept_values,
 )
 
 log = logging.getLogger(__name__)
@@ -99,6 +98,10 @@ class Trainer:
         self.masks: dict[int, np.ndarray] = {p: np.ones(self.shapes[p], bool) for p in self.weight_params}
         self.mask_version = -1  # none received yet: the first task must carry a full mask
         self.importance: list[np.ndarray] | None = None  # z accumulated since the last upload
+        # the mask version z was accumulated under, and the samples it covers: z belongs to the reconfiguration
+        # interval of that version; a client that missed the interval's upload drops it when a newer mask arrives
+        self.importance_version = -1
+        self.importance_samples = 0
         self.stream = BatchStream(len(self.y), seed)
         if sgd_config is None:
             from prunefl_edge.engine import SGDConfig
@@ -113,7 +116,8 @@ class Trainer:
     # ---- state for a restarting edge -------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"mask_version": self.mask_version, "stream": self.stream.state(),
-                "has_importance": self.importance is not None}
+                "has_importance": self.importance is not None, "importance_version": self.importance_version,
+                "importance_samples": self.importance_samples}
         arrays = {f"m{p}": m for p, m in self.masks.items()}
         if self.importance is not None:
             arrays.update({f"z{i}": z for i, z in enumerate(self.importance)})
@@ -125,6 +129,9 @@ class Trainer:
         self.stream.load(meta["stream"])
         self.importance = ([np.array(arrays[f"z{i}"], np.float32) for i in range(len(self.shapes))]
                            if meta["has_importance"] else None)
+        # state saved before these fields existed: z is taken to belong to the mask the state holds
+        self.importance_version = int(meta.get("importance_version", self.mask_version))
+        self.importance_samples = int(meta.get("importance_samples", 0))
 
     # ---- tasks -----------------------------------------------------------------------------------------
     def execute(self, task: Task) -> TrainResult | InitialPruneResult:
@@ -135,6 +142,8 @@ class Trainer:
             return self._gradient(task)
         if task.kind == TaskKind.INITIAL_PRUNE:
             return self._initial_prune(task)
+        if task.kind == TaskKind.IMPORTANCE:
+            return self._upload_importance(task)
         raise TaskError(f"unknown task kind {task.kind!r}")
 
     def _install_masks(self, masks: dict[int, np.ndarray], version: int) -> None:
@@ -143,6 +152,12 @@ class Trainer:
             self.net.set_masks(masks)
         self.masks = masks
         self.mask_version = version
+        if self.importance is not None and version != self.importance_version:
+            # z of an earlier interval whose reconfiguration has happened without it: it would be summed into the
+            # next interval's importance, which the reference never does (every upload covers one interval)
+            log.info("client %s: drops importance of mask version %d (now %d)", self.client_id,
+                     self.importance_version, version)
+            self._reset_importance()
 
     def _apply_mask(self, upd: MaskUpdate) -> None:
         if upd.full is not None:
@@ -209,21 +224,43 @@ class Trainer:
                 n += len(idx)
                 loss_sum += float(r.loss) * len(idx)
                 correct += int(r.correct)
-            if cfg.collect_importance:  # z += n * a**2 (prunefl_common.importance.add_client_round), in C
-                if self.importance is None:
-                    self.importance = [np.zeros(s, np.float32) for s in self.shapes]
-                self.net.add_importance(self.importance, float(n))
+            if cfg.collect_importance:
+                self._accumulate_importance(n)
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
-        upload: list[np.ndarray] | SparseImportance | None = None
-        if cfg.upload_importance and self.importance is not None:
-            upload, self.importance = self.importance, None
-            if cfg.importance_top is not None:  # what the mask choice can use, not every position (issue 13)
-                upload = sparse_importance(upload, self.masks, cfg.importance_top)
+        upload = self._take_importance(cfg.importance_top) if cfg.upload_importance else None
         values = self.net.get_kept_values()
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
+
+    def _reset_importance(self) -> None:
+        self.importance, self.importance_samples = None, 0
+
+    def _take_importance(self, top: float | None = None) -> list[np.ndarray] | SparseImportance | None:
+        """The accumulated z for an upload (None if there is none), dense or, with ``top``, as what the mask choice
+        can use (issue 13); the sum starts afresh."""
+        z = self.importance
+        self._reset_importance()
+        if z is not None and top is not None:
+            return sparse_importance(z, self.masks, top)
+        return z
+
+    def _upload_importance(self, task: Task) -> TrainResult:
+        """An IMPORTANCE task: no training, the accumulated z (None when this client holds none)."""
+        if not isinstance(task.config, TrainConfig):
+            raise TaskError(f"bad importance config {task.config!r}")
+        n = self.importance_samples
+        z = self._take_importance(task.config.importance_top)
+        return TrainResult(self.client_id, task.round, self.mask_version, n if z is not None else 0, [], z)
+
+    def _accumulate_importance(self, n: int) -> None:
+        """z += n * a**2 (prunefl_common.importance.add_client_round), float32 in place, in the C core."""
+        if self.importance is None:
+            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+            self.importance_version = self.mask_version
+        self.importance_samples += n
+        self.net.add_importance(self.importance, float(n))
 
     def _gradient(self, task: Task) -> TrainResult:
         """Sum of the dense gradients of ``local_steps`` batches at the given weights, no update (SNIP)."""
@@ -251,7 +288,9 @@ class Trainer:
         """PruneFL's initial pruning on local data (reference ``AdaptiveServer.initial_pruning``).
 
         10 batches of 20 local samples, reused every pass; SGD at the initial lr; the squared gradient of every
-        parameter accumulated each step; from the pass where training accuracy (checked every 10 passes, as
+        parameter accumulated each step (``masked_importance``, the reference: the gradient w.r.t. the masked
+        weights, zero at pruned ones, so IP only removes; otherwise the dense gradient, so IP may regrow); from
+        the pass where training accuracy (checked every 10 passes, as
         the reference does) reaches 1.5/#classes on, a reconfiguration every ``reconfig_interval`` passes with
         the federation's time model and delta 0.3; stop when the density changed by <= 10% for 5
         reconfigurations in a row, or after ``max_passes``.
@@ -272,9 +311,11 @@ class Trainer:
         xs = np.ascontiguousarray(self.x[pick])
         ys = np.ascontiguousarray(self.y[pick])
 
+        masked = cfg.masked_importance
+        # memory: z (float32, the model's size) is the one dense buffer of the loop; the squares are added in C from
+        # the network's own gradient buffers; the last values of pruned weights are kept only when they can regrow
         z = [np.zeros(s, np.float32) for s in self.shapes]
-        sq = [np.zeros(s, np.float32) for s in self.shapes]
-        shadow = [np.array(w, np.float32) for w in self.net.get_weights()]  # last values of pruned weights
+        shadow = None if masked else [np.array(w, np.float32) for w in self.net.get_weights()]
         start_pass: int | None = None
         prev_density: float | None = None
         small_changes: list[bool] = []
@@ -283,39 +324,51 @@ class Trainer:
         train_acc = float("nan")
         passes = 0
         total_w = sum(int(np.prod(self.shapes[p])) for p in self.weight_params)
-        self.net.set_importance(True)
+        # masked (the reference): the masked gradient of each step, which the SGD step computes anyway; dense: the
+        # engine's dense dW of every weight (pruned ones included), which costs a dense weight gradient per step
+        self.net.set_importance(not masked)
         try:
             for i in range(1, cfg.max_passes + 1):
                 passes = i
                 kept_history.append([int(self.masks[p].sum()) for p in self.weight_params])
                 if (i - 1) % 10 == 0:
-                    train_acc = self.net.evaluate(xs, ys).accuracy
+                    # in training-size batches: a larger one would grow every activation buffer of the network to it
+                    train_acc = self.net.evaluate(xs, ys, batch_size=cfg.batch_size).accuracy
                     if start_pass is None and train_acc >= cfg.acc_threshold:
                         start_pass = i
                         log.info("initial pruning: reconfiguration starts at pass %d (train acc %.3f)", i, train_acc)
                 for b in batches:
-                    self.net.reset_grad_sums()
+                    if not masked:
+                        self.net.reset_grad_sums()
                     self.net.train_step(self.x[b], self.y[b], sgd)
-                    for acc, tmp, g in zip(z, sq, self.net.grad_sums(), strict=True):
-                        np.multiply(g, g, out=tmp)
-                        acc += tmp
+                    if masked:
+                        self.net.add_step_importance(z, 1.0)
+                    else:
+                        self.net.add_importance(z, 1.0)
                 if start_pass is not None and (i - start_pass) % cfg.reconfig_interval == 0:
                     weights = self.net.get_weights()
-                    for p in self.weight_params:
-                        shadow[p][self.masks[p]] = weights[p][self.masks[p]]
+                    if shadow is not None:
+                        for p in self.weight_params:
+                            shadow[p][self.masks[p]] = weights[p][self.masks[p]]
                     fixed = float(sum(z[j].sum(dtype=np.float64) for j in range(len(z)) if j not in self.masks))
                     wp = self.weight_params
                     choice = optimize_masks([z[p] for p in wp], [weights[p] for p in wp], [self.masks[p] for p in wp],
                                             cfg.costs, cfg.intercept, cfg.delta, fixed_importance=fixed,
                                             max_density=cfg.max_density)
                     new = dict(zip(self.weight_params, choice.masks, strict=True))
-                    self.net.set_masks(new)
+                    regrown = any(choice.regrown)
+                    del choice
+                    if shadow is None:
+                        del weights  # (before the network rebuilds its layers: the peak of the loop)
+                    self.net.set_masks(new)  # kept weights keep their values; newly kept ones start at zero
                     self.masks = new
-                    dense = [shadow[j] if j in new else weights[j] for j in range(len(weights))]
-                    self.net.set_weights(dense)
+                    if shadow is not None:
+                        if regrown:  # regrown weights resume where they were
+                            self.net.set_weights([shadow[j] if j in new else weights[j] for j in range(len(weights))])
+                        del weights
                     for acc in z:
                         acc[...] = 0.0
-                    density = sum(choice.kept) / total_w
+                    density = sum(int(m.sum()) for m in new.values()) / total_w
                     densities.append(density)
                     if prev_density is not None:
                         small_changes.append(abs(density / prev_density - 1.0) <= cfg.stop_change)
@@ -325,7 +378,8 @@ class Trainer:
                         break
         finally:
             self.net.set_importance(False)
-        values = kept_values(self.net.get_weights(), self.masks)
+        del z
+        values = self.net.get_kept_values()
         answered = self.mask_version
         if densities:  # this mask has no version yet: the coordinator numbers it and sends it in full next time
             self.mask_version = -1

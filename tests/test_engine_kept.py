@@ -67,3 +67,19 @@ def test_add_importance_is_the_shared_formula(threshold):
             assert not zk[p][~m].any() and np.all(zk[p][m] >= 0)
         with pytest.raises(ValueError, match="float32"):
             net.add_importance([a.astype(np.float64) for a in z], 1.0)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_step_importance_is_the_masked_gradient_squared(threshold):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 5).astype(np.int32)
+    with _net(0.4, threshold) as net:
+        net.forward_backward(x, y)
+        z = [np.zeros(p.shape, np.float32) for p in net.param_shapes]
+        net.add_step_importance(z, 3.0)
+        masks = net.get_masks()
+        for p, (zi, g) in enumerate(zip(z, net.grads(), strict=True)):
+            np.testing.assert_allclose(zi, 3.0 * np.square(g), rtol=1e-6)
+            if p in masks:
+                assert not zi[~masks[p]].any()

@@ -85,6 +85,10 @@ class TorchNetwork:
             sq = np.float32(scale) * np.square(np.asarray(s, np.float32))
             zi += np.where(ms[i], sq, np.float32(0)) if kept_only and i in ms else sq
 
+    def add_step_importance(self, z: list[np.ndarray], scale: float = 1.0) -> None:
+        for zi, g in zip(z, self.grads(), strict=True):
+            zi += np.float32(scale) * np.square(np.asarray(g, np.float32))
+
     def get_masks(self) -> dict[int, np.ndarray]:
         return {i: m.numpy().copy() for i, m in self.masks.items()}
 

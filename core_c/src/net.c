@@ -841,3 +841,29 @@ pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n
     }
     return ok(net);
 }
+
+pf_status pf_net_add_sq_grad(pf_net *net, int32_t param, float *z, int64_t n, float scale) {
+    CHECK_NET(net);
+    if (!z) return pf_fail(net, PF_ERR_NULL, "add_sq_grad: importance buffer is NULL");
+    if (!isfinite(scale) || scale < 0.0f)
+        return pf_fail(net, PF_ERR_ARG, "add_sq_grad: scale must be finite and >= 0, got %g", (double)scale);
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    const int64_t size = is_weight ? L->wt.size : L->out_c;
+    if (check_n(net, "add_sq_grad", param, n, size)) return PF_ERR_SHAPE;
+    if (!is_weight) {
+        for (int64_t i = 0; i < size; i++) z[i] += scale * (L->gb[i] * L->gb[i]);
+        return ok(net);
+    }
+    const pf_weight *wt = &L->wt;
+    if (wt->sparse) {
+        for (int32_t m = 0; m < wt->M; m++)
+            for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
+                z[(int64_t)m * wt->K + wt->col[e]] += scale * (wt->gval[e] * wt->gval[e]);
+    } else if (wt->gw) {
+        for (int64_t i = 0; i < size; i++)
+            if (wt->mask[i]) z[i] += scale * (wt->gw[i] * wt->gw[i]);
+    }
+    return ok(net);
+}

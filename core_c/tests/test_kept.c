@@ -98,6 +98,22 @@ static void importance_in_place(float threshold, int kept_only) {
             want[i] = (!kept_only || mask[i]) ? 0.5f + 6.0f * (g[i] * g[i]) : 0.5f;
         }
         CHECK(pf_net_add_sq_grad_sum(net, p, z, info.size, 6.0f, kept_only) == PF_OK, "add_sq %d", p);
+        {
+            /* the step gradient (zero at pruned positions) through pf_net_add_sq_grad, against pf_net_get_grad */
+            float *gs = malloc((size_t)info.size * sizeof(float));
+            float *zs = calloc((size_t)info.size, sizeof(float));
+            float *ws = malloc((size_t)info.size * sizeof(float));
+            pf_net_get_grad(net, p, gs, info.size);
+            for (int64_t i = 0; i < info.size; i++) ws[i] = 2.0f * (gs[i] * gs[i]);
+            CHECK(pf_net_add_sq_grad(net, p, zs, info.size, 2.0f) == PF_OK, "add_sq_grad %d", p);
+            CHECK(tu_err(zs, ws, info.size, 1e-7, 1e-6) <= 1.0, "param %d: step importance differs", p);
+            for (int64_t i = 0; i < info.size; i++)
+                if (!mask[i]) CHECK(zs[i] == 0.0f, "param %d: step importance at pruned %lld", p, (long long)i);
+            CHECK(pf_net_add_sq_grad(net, p, zs, info.size + 1, 1.0f) == PF_ERR_SHAPE, "wrong size refused");
+            free(gs);
+            free(zs);
+            free(ws);
+        }
         CHECK(tu_err(z, want, info.size, 1e-7, 1e-6) <= 1.0, "param %d (kept_only %d): z differs", p, kept_only);
         CHECK(pf_net_add_sq_grad_sum(net, p, z, info.size, -1.0f, 0) == PF_ERR_ARG, "negative scale refused");
         CHECK(pf_net_add_sq_grad_sum(net, p, z, info.size - 1, 1.0f, 0) == PF_ERR_SHAPE, "wrong size refused");

@@ -118,7 +118,11 @@ _CONFIG_RULES: dict[str, tuple[str, float, float]] = {
     "reconfig_interval": ("int", 1, 10**6), "max_passes": ("int", 0, 10**7), "acc_threshold": ("float", 0.0, 1.0),
     "delta": ("float", 0.0, 1.0), "stop_change": ("float", 0.0, 1e6), "stop_count": ("int", 1, 10**6),
     "max_density": ("float_or_null", 0.0, 1.0), "seed": ("int", 0, 2**63 - 1),
+    "masked_importance": ("bool", 0, 0),
 }
+# fields added after the first release: a message without one decodes to what its (older) sender meant, not to
+# today's default (an old coordinator's initial pruning summed the dense gradient)
+_ABSENT_MEANS: dict[str, Any] = {"masked_importance": False}
 _CONFIGS: dict[str, type[TrainConfig] | type[InitialPruneConfig]] = {"train": TrainConfig,
                                                                       "initial_prune": InitialPruneConfig}
 MAX_COSTS = 1024
@@ -128,8 +132,12 @@ def _config_from(d: Any, config_kind: str) -> TrainConfig | InitialPruneConfig:
     what = f"task config ({config_kind})"
     cls = _CONFIGS[config_kind]
     names = [f.name for f in fields(cls)]
-    exact_keys(d, frozenset(names), what)
     out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        absent = {n: _ABSENT_MEANS[n] for n in names if n in _ABSENT_MEANS and n not in d}
+        out.update(absent)
+        names = [n for n in names if n not in absent]
+    exact_keys(d, frozenset(names), what)
     for name in names:
         if name not in _CONFIG_RULES:
             raise ProtocolError(f"{what}: field {name!r} has no wire rule (the two sides run different versions?)")

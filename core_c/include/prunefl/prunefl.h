@@ -175,6 +175,9 @@ PF_API pf_status pf_net_reset_grad_sums(pf_net *net);
  * kept_only, only at kept positions (the reference's masked importance). n = the parameter's size. */
 PF_API pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n, float scale,
                                         int32_t kept_only);
+/* z[i] += scale * g[i]^2 with g the parameter's gradient of the last forward_backward, zero at pruned positions (the
+ * gradient of the masked weights: initial pruning's importance in the reference); no dense dW needed. */
+PF_API pf_status pf_net_add_sq_grad(pf_net *net, int32_t param, float *z, int64_t n, float scale);
 
 /* Kept values: a weight's values at its kept positions, in mask order (row-major), n = its kept count; a bias's
  * values (n = its size). What a task carries and a result returns, without a dense copy of the weight. */
