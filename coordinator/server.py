@@ -252,7 +252,7 @@ class Coordinator:
         for res in fresh:
             if res.importance is not None:
                 st.importance = accumulate(st.importance, res.importance, self._kept_index(), self.shapes)
-        st.sim_time_s += self.time_model.round_time(kept_during)
+        st.sim_time_s += self.time_model.round_time(kept_during, importance=train_cfg.collect_importance)
         change = self.method.reconfigure(self.view())
         reconfigured = change is not None and change.masks is not None
         if change is not None:

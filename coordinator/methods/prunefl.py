@@ -133,8 +133,11 @@ class PruneFL(BaseMethod):
         wp = list(view.weight_params)
         z, fixed = split_importance(view.importance, wp)
         tm = view.time_model
+        # the round time the choice trades against: the importance window's dense gradients averaged over the
+        # interval (a constant per round: it does not depend on the mask, but it makes every round longer)
+        intercept = tm.intercept + tm.importance_time() * min(self.window, self.interval) / self.interval
         choice = optimize_masks(z, [view.weights[p] for p in wp], [view.masks[p] for p in wp], list(tm.costs),
-                                tm.intercept, delta_for_round(r, self.delta0, self.half_life),
+                                intercept, delta_for_round(r, self.delta0, self.half_life),
                                 fixed_importance=fixed, max_density=self.max_density)
         log.info("round %d: reconfigured, kept %s (removed %s, regrown %s)", r, choice.kept, choice.removed,
                  choice.regrown)
