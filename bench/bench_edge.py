@@ -48,7 +48,7 @@ def run_federation(args: argparse.Namespace, out: Path) -> float:
            "--min-clients", str(args.edges), "--clients-per-round", str(args.edges), "--dataset", args.dataset,
            "--model", args.model, "--method", "prunefl", "--rounds", str(args.rounds), "--reconfig-interval",
            str(args.reconfig_interval), "--ip-max-passes", str(args.ip_max_passes), "--eval-every",
-           str(args.rounds), "--no-report", "--out", str(out)]
+           str(args.rounds), "--no-report", "--wait-timeout", "300", "--out", str(out)]
     log.info("running: %s", " ".join(cmd))
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
