@@ -251,7 +251,7 @@ class EdgeAgent:
                 trainer = self._ensure_trainer(msg)
                 self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
             with self.memory.phase(task_phase(task)):
-                result = trainer.execute(task)
+                result = trainer.execute(task, release_values=True)  # the task's bytes go once its values are in
         except MaskVersionError as e:
             self._reject(task, str(e), needs_full_mask=True)
             return

@@ -103,6 +103,7 @@ class Trainer:
         self.importance_version = -1
         self.importance_samples = 0
         self.stream = BatchStream(len(self.y), seed)
+        self._release_values = False
         if sgd_config is None:
             from prunefl_edge.engine import SGDConfig
 
@@ -134,7 +135,16 @@ class Trainer:
         self.importance_samples = int(meta.get("importance_samples", 0))
 
     # ---- tasks -----------------------------------------------------------------------------------------
-    def execute(self, task: Task) -> TrainResult | InitialPruneResult:
+    def execute(self, task: Task, release_values: bool = False) -> TrainResult | InitialPruneResult:
+        """Run one task. ``release_values``: the caller owns ``task`` alone, so its values are dropped from it once
+        they are in the network (an edge need not hold a dense task's weights through minutes of training)."""
+        self._release_values = release_values
+        try:
+            return self._execute(task)
+        finally:
+            self._release_values = False
+
+    def _execute(self, task: Task) -> TrainResult | InitialPruneResult:
         self._apply_mask(task.mask)
         if task.kind == TaskKind.TRAIN:
             return self._train(task)
@@ -184,8 +194,13 @@ class Trainer:
             raise MaskVersionError(f"client {self.client_id} holds mask version {self.mask_version}, the task "
                                    f"uses {upd.version} without sending it")
 
-    def _load_values(self, values: list[np.ndarray]) -> None:
+    def _load_values(self, task: Task) -> None:
         """The task's kept values straight into the network (no dense copy of any weight)."""
+        self._set_values(task.values)
+        if self._release_values:
+            task.values = []
+
+    def _set_values(self, values: list[np.ndarray]) -> None:
         if not values:
             return
         if len(values) != len(self.shapes):
@@ -208,7 +223,7 @@ class Trainer:
         if not isinstance(cfg, TrainConfig) or cfg.local_steps <= 0 or cfg.batch_size <= 0 or not cfg.lr > 0:
             raise TaskError(f"bad train config {cfg!r}")
         t0 = time.perf_counter()
-        self._load_values(task.values)
+        self._load_values(task)
         self.net.reset_momentum()
         sgd = self._sgd(cfg)
         if cfg.collect_importance:
@@ -268,7 +283,7 @@ class Trainer:
         if not isinstance(cfg, TrainConfig):
             raise TaskError(f"bad gradient config {cfg!r}")
         t0 = time.perf_counter()
-        self._load_values(task.values)
+        self._load_values(task)
         self.net.set_importance(True)
         self.net.reset_grad_sums()
         n, loss_sum = 0, 0.0
@@ -301,7 +316,7 @@ class Trainer:
         if len(cfg.costs) != len(self.weight_params):
             raise TaskError(f"{len(cfg.costs)} layer costs for {len(self.weight_params)} prunable layers")
         t0 = time.perf_counter()
-        self._load_values(task.values)
+        self._load_values(task)
         self.net.reset_momentum()
         sgd = self._sgd_config(cfg.lr)
         rng = np.random.default_rng([self.seed, 0x1F])
