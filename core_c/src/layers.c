@@ -17,8 +17,9 @@ static void linear_forward(pf_net *net, pf_layer *L, const float *in, int32_t B)
         pf_par_gemm(net, 0, 1, B, M, K, 1.0f, in, K, wt->w, K, 0.0f, L->out, M);
     } else {
         const int64_t Bp = pf_padded_batch(B);
-        pf_transpose_pad(in, B, K, L->cols, Bp);   /* X^T (K, Bp) */
-        pf_par_spmm(net, wt, Bp, L->cols, L->tmp); /* Y^T (M, Bp) */
+        const pf_sparse_op op = {wt->M, 1, wt->rowptr, wt->col, NULL, Bp, Bp, 0};
+        pf_transpose_pad(in, B, K, L->cols, Bp);         /* X^T (K, Bp) */
+        pf_par_spmm(net, &op, wt->val, L->cols, L->tmp); /* Y^T (M, Bp) */
         pf_untranspose(L->tmp, Bp, B, M, L->out);
     }
     if (L->b)
@@ -49,11 +50,13 @@ static void linear_backward(pf_net *net, pf_layer *L, const float *in, int32_t B
     } else {
         /* L->cols holds X^T (K, Bp) from the forward pass; padding columns are zero */
         const int64_t Bp = pf_padded_batch(B);
-        pf_transpose_pad(L->dout, B, M, L->tmp, Bp);         /* dY^T (M, Bp) */
-        pf_par_sddmm(net, wt, Bp, L->tmp, L->cols, wt->gval); /* dW at kept weights */
+        const pf_sparse_op op = {wt->M, 1, wt->rowptr, wt->col, NULL, Bp, Bp, 0};
+        const pf_sparse_op op_t = {wt->K, 1, wt->colptr, wt->row, wt->perm, Bp, Bp, 0};
+        pf_transpose_pad(L->dout, B, M, L->tmp, Bp);          /* dY^T (M, Bp) */
+        pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval); /* dW at kept weights */
         if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, Bp, 1.0f, L->tmp, Bp, L->cols, Bp, 1.0f, wt->gsum, K);
         if (din) {
-            pf_par_spmm_t(net, wt, Bp, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, Bp) */
+            pf_par_spmm(net, &op_t, wt->val, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, Bp) */
             pf_untranspose(L->dtmp, Bp, B, K, din);
         }
     }
@@ -62,15 +65,104 @@ static void linear_backward(pf_net *net, pf_layer *L, const float *in, int32_t B
 }
 
 /* ---- conv2d --------------------------------------------------------------------------------------------- */
+/* Two paths. im2col (dense, strided, or with importance on): Y (M, B*P) = W cols with cols = im2col of the batch
+ * (K, B*P), a GEMM or an SpMM. Direct (sparse, stride 1, see pf_conv_geom): the planes are laid out with the
+ * batch innermost, X as (C, hp, wp, B) with zero borders, so that output row oh of channel m is
+ *   Y[m, oh, :, :] = sum over kept (c, i, j) of w * X[c, oh + i, i.. : j + OW, :]
+ * a sum of contiguous runs of OW*B floats, one broadcast FMA per kept weight and vector, and no im2col of the
+ * batch. The input gradient is the same product with the flipped kernel over dY padded by kernel-1-pad,
+ * (M, qh, qw, B), through the CSC view; the weight gradient the SDDMM of dY with the same runs of X. */
+int pf_conv_direct(const pf_net *net, const pf_layer *L) {
+    return L->spec.kind == PF_LAYER_CONV2D && L->wt.sparse && L->wt.conv.ok && !net->importance;
+}
+
+// in (B, C, H, W) -> out (B, M, OH, OW) through X (C, hp, wp, B) in cols and Y (M, OH, OW, B) in tmp
+static void conv_forward_direct(pf_net *net, pf_layer *L, const float *in, int32_t B) {
+    const pf_weight *wt = &L->wt;
+    const pf_conv_geom *g = &wt->conv;
+    const int32_t C = L->in_c, H = L->in_h, W = L->in_w, M = wt->M, ph = L->spec.pad_h, pw = L->spec.pad_w;
+    const int64_t P = (int64_t)g->oh * g->ow;
+    if (L->direct_batch != B) { /* the zero borders of the last batch size's layout */
+        memset(L->cols, 0, (size_t)g->c * (size_t)g->hp * (size_t)g->wp * (size_t)B * sizeof(float));
+        memset(L->dtmp, 0, (size_t)M * (size_t)g->qh * (size_t)g->qw * (size_t)B * sizeof(float));
+        L->direct_batch = B;
+    }
+    for (int32_t c = 0; c < C; c++)
+        for (int32_t h = 0; h < H; h++) {
+            float *dst = L->cols + ((int64_t)(c * g->hp + h + ph) * g->wp + pw) * B;
+            for (int32_t b = 0; b < B; b++) {
+                const float *src = in + ((int64_t)b * C + c) * H * W + (int64_t)h * W;
+                for (int32_t w = 0; w < W; w++) dst[(int64_t)w * B + b] = src[w];
+            }
+        }
+    const pf_sparse_op op = {M, g->oh, wt->rowptr, wt->coff, NULL, (int64_t)g->ow * B, B, (int64_t)g->wp * B};
+    pf_par_spmm(net, &op, wt->val, L->cols, L->tmp);
+    for (int32_t m = 0; m < M; m++) {
+        const float bias = L->b ? L->b[m] : 0.0f;
+        const float *src = L->tmp + (int64_t)m * P * B;
+        for (int32_t b = 0; b < B; b++) {
+            float *dst = L->out + ((int64_t)b * M + m) * P;
+            for (int64_t p = 0; p < P; p++) dst[p] = src[p * B + b] + bias;
+        }
+    }
+}
+
+// dout (B, M, OH, OW) -> dY (M, OH, OW, B) in tmp and padded in dtmp; dW at kept weights; din (B, C, H, W)
+static void conv_backward_direct(pf_net *net, pf_layer *L, int32_t B, float *din) {
+    pf_weight *wt = &L->wt;
+    const pf_conv_geom *g = &wt->conv;
+    const int32_t C = L->in_c, H = L->in_h, W = L->in_w, M = wt->M;
+    const int32_t OH = g->oh, OW = g->ow, th = g->kh - 1 - L->spec.pad_h, tw = g->kw - 1 - L->spec.pad_w;
+    const int64_t P = (int64_t)OH * OW;
+    for (int32_t m = 0; m < M; m++) {
+        float gb = 0.0f;
+        float *dy = L->tmp + (int64_t)m * P * B;
+        for (int32_t b = 0; b < B; b++) {
+            const float *src = L->dout + ((int64_t)b * M + m) * P;
+            float row = 0.0f;
+            for (int32_t oh = 0; oh < OH; oh++) {
+                float *pad = L->dtmp + ((int64_t)(m * g->qh + oh + th) * g->qw + tw) * B + b;
+                for (int32_t ow = 0; ow < OW; ow++) {
+                    const float v = src[oh * OW + ow];
+                    dy[((int64_t)oh * OW + ow) * B + b] = v;
+                    pad[(int64_t)ow * B] = v;
+                    row += v;
+                }
+            }
+            gb += row;
+        }
+        if (L->b) L->gb[m] = gb;
+    }
+    const pf_sparse_op op = {M, OH, wt->rowptr, wt->coff, NULL, (int64_t)OW * B, B, (int64_t)g->wp * B};
+    pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval);
+    if (din) {
+        const pf_sparse_op op_t = {C, H, wt->chptr, wt->toff, wt->perm, (int64_t)W * B, B, (int64_t)g->qw * B};
+        pf_par_spmm(net, &op_t, wt->val, L->dtmp, L->aux);
+        const int64_t plane = (int64_t)H * W;
+        for (int32_t b = 0; b < B; b++)
+            for (int32_t c = 0; c < C; c++) {
+                const float *src = L->aux + (int64_t)c * plane * B + b;
+                float *dst = din + ((int64_t)b * C + c) * plane;
+                for (int64_t p = 0; p < plane; p++) dst[p] = src[p * B];
+            }
+    }
+}
+
 // in (B, C, H, W) -> out (B, M, OH, OW); cols (K, B*P), tmp (M, B*P)
 static void conv_forward(pf_net *net, pf_layer *L, const float *in, int32_t B) {
+    if (L->direct) {
+        conv_forward_direct(net, L, in, B);
+        return;
+    }
     pf_weight *wt = &L->wt;
     const int64_t M = wt->M, K = wt->K, P = (int64_t)L->out_h * L->out_w, N = P * B;
     pf_par_im2col(net, L, B, in, L->cols);
-    if (!wt->sparse)
+    if (!wt->sparse) {
         pf_par_gemm(net, 0, 0, M, N, K, 1.0f, wt->w, K, L->cols, N, 0.0f, L->tmp, N);
-    else
-        pf_par_spmm(net, wt, N, L->cols, L->tmp);
+    } else {
+        const pf_sparse_op op = {wt->M, 1, wt->rowptr, wt->col, NULL, N, N, 0};
+        pf_par_spmm(net, &op, wt->val, L->cols, L->tmp);
+    }
     for (int32_t b = 0; b < B; b++)
         for (int64_t m = 0; m < M; m++) {
             const float bias = L->b ? L->b[m] : 0.0f;
@@ -81,6 +173,12 @@ static void conv_forward(pf_net *net, pf_layer *L, const float *in, int32_t B) {
 }
 
 static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
+    if (L->direct) {
+        conv_backward_direct(net, L, B, din);
+        if (L->bsum)
+            for (int64_t m = 0; m < L->wt.M; m++) L->bsum[m] += L->gb[m];
+        return;
+    }
     pf_weight *wt = &L->wt;
     const int64_t M = wt->M, K = wt->K, P = (int64_t)L->out_h * L->out_w, N = P * B;
     /* dY as (M, B*P) into tmp, bias gradient on the way (a float sum per sample row: vectorisable) */
@@ -106,9 +204,11 @@ static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
             for (int64_t i = 0; i < wt->size; i++) wt->gw[i] = wt->mask[i] ? wt->gw[i] : 0.0f;
         if (din) pf_par_gemm(net, 1, 0, K, N, M, 1.0f, wt->w, K, L->tmp, N, 0.0f, L->dtmp, N); /* dcols = W^T dY */
     } else {
-        pf_par_sddmm(net, wt, N, L->tmp, L->cols, wt->gval);
+        const pf_sparse_op op = {wt->M, 1, wt->rowptr, wt->col, NULL, N, N, 0};
+        const pf_sparse_op op_t = {wt->K, 1, wt->colptr, wt->row, wt->perm, N, N, 0};
+        pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval);
         if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, N, 1.0f, L->tmp, N, L->cols, N, 1.0f, wt->gsum, K);
-        if (din) pf_par_spmm_t(net, wt, N, L->tmp, L->dtmp);
+        if (din) pf_par_spmm(net, &op_t, wt->val, L->tmp, L->dtmp);
     }
     if (din) pf_par_col2im(net, L, B, L->dtmp, din);
     if (L->bsum)

@@ -29,6 +29,8 @@ static const netdef NETS[] = {
     {"conv-stride",
      {CONV(4, 3, 2, 2, 1, 0, 1, 1), POOL(3, 3, 1, 1, 1, 1), CONV(2, 1, 1, 1, 1, 0, 0, 0), RELU, FLAT, LIN(3, 1)},
      6, 3, 7, 5},
+    /* stride 1, rectangular kernels, padding up to kernel-1 on one axis and none on the other: the direct path */
+    {"conv-direct", {CONV(3, 3, 2, 1, 1, 2, 1, 1), RELU, CONV(2, 2, 3, 1, 1, 0, 2, 1), FLAT, LIN(3, 1)}, 5, 2, 5, 4},
 };
 
 static float loss_of(pf_net *net, const float *x, const int32_t *y) {

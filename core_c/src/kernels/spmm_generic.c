@@ -1,13 +1,15 @@
-/* spmm_generic.c - the sparse kernels in portable C, vectorised along N with GCC/Clang vector extensions
- * (AVX2 under -march=native, SSE2 or NEON registers in pairs elsewhere).
+/* spmm_generic.c - the row kernels of the sparse products in portable C, vectorised along N with GCC/Clang
+ * vector extensions (AVX2 under -march=native, SSE2 or NEON registers in pairs elsewhere); the tiled drivers
+ * are spmm_tiled.h's.
  *
- * SpMM and its transpose keep a strip of an output row in registers (32 columns, then 16, 8, 4, scalar) while
- * every nonzero of the row streams its dense row through; two accumulator sets take alternate nonzeros so
- * the FMA latency is hidden, and the output is written once, never read. Every strip width sums in the same
- * order (even nonzeros, odd nonzeros, then the two), so a column's result does not depend on where it sits:
- * a sample gets the same bits wherever it is in the batch, and exact ties (a max-pool window over a constant
- * channel) stay ties, as they do in PyTorch. N is cut into tiles so that the
- * dense operand's tile (rows x TILE) stays in L2 while all rows of W pass over it.
+ * SpMM keeps a strip of an output row in registers (32 columns; a remainder of 24, 16 or 8 in one more strip,
+ * then 4 and scalar) while every nonzero of the row streams its dense row through: with the batch innermost
+ * (a linear layer's 24 padded samples, a convolution's output row of OW x batch) each kept weight is one
+ * broadcast FMA over contiguous vectors. Two accumulator sets take alternate nonzeros so the FMA latency is
+ * hidden, and the output is written once, never read. Every strip width sums in the same order (even
+ * nonzeros, odd nonzeros, then the two), so a column's result does not depend on where it sits: a sample gets
+ * the same bits wherever it is in the batch, and exact ties (a max-pool window over a constant channel) stay
+ * ties, as they do in PyTorch.
  *
  * SDDMM computes four nonzeros of a row at once, so one load of the dense row of A serves four products. */
 /* built with -ffp-contract=off (CMakeLists.txt): a*b+c is a rounded product then a rounded sum, in every strip
@@ -37,92 +39,61 @@ static inline void st4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
 static inline v4 splat4(float x) { return (v4){x, x, x, x}; }
 
-/* Columns per tile: 512 B of every dense row, so an 800-row operand tile (Conv-2's conv2) is 400 KiB. */
-enum { TILE = 128 };
-
 #define W_(e) val[perm ? perm[e] : (e)]
-#define ROW_(e) (Bm + (int64_t)idx[e] * ldb + j)
+#define ROW_(e) (Bm + (int64_t)idx[e] * ldb)
 
-/* c[0:n] = sum_{e in [e0, e1)} val[perm ? perm[e] : e] * Bm[idx[e] * ldb + 0:n] */
-static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
-                               const int32_t *restrict perm, const float *restrict val, const float *Bm,
-                               int64_t ldb) {
+/* c[0:8*nv] for nv in 1..4 (a constant once inlined: the accumulators live in registers) */
+static inline __attribute__((always_inline)) void strip8(float *restrict c, int nv, int32_t e0, int32_t e1,
+                                                         const int32_t *restrict idx, const int32_t *restrict perm,
+                                                         const float *restrict val, const float *Bm, int64_t ldb) {
+    v8 a[4], b[4];
+    for (int q = 0; q < nv; q++) a[q] = b[q] = splat8(0.0f);
+    int32_t e = e0;
+    for (; e + 2 <= e1; e += 2) {
+        const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
+        const float *p = ROW_(e), *s = ROW_(e + 1);
+        for (int q = 0; q < nv; q++) {
+            a[q] += w * ld8(p + 8 * q);
+            b[q] += u * ld8(s + 8 * q);
+        }
+    }
+    if (e < e1) {
+        const v8 w = splat8(W_(e));
+        const float *p = ROW_(e);
+        for (int q = 0; q < nv; q++) a[q] += w * ld8(p + 8 * q);
+    }
+    for (int q = 0; q < nv; q++) st8(c + 8 * q, a[q] + b[q]);
+}
+
+static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
+                                  const int32_t *restrict perm, const float *restrict val, const float *Bm,
+                                  int64_t ldb) {
     int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
-            const float *p = ROW_(e), *q = ROW_(e + 1);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            a2 += w * ld8(p + 16);
-            a3 += w * ld8(p + 24);
-            b0 += u * ld8(q);
-            b1 += u * ld8(q + 8);
-            b2 += u * ld8(q + 16);
-            b3 += u * ld8(q + 24);
-        }
-        if (e < e1) {
-            const v8 w = splat8(W_(e));
-            const float *p = ROW_(e);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            a2 += w * ld8(p + 16);
-            a3 += w * ld8(p + 24);
-        }
-        st8(c + j, a0 + b0);
-        st8(c + j + 8, a1 + b1);
-        st8(c + j + 16, a2 + b2);
-        st8(c + j + 24, a3 + b3);
-    }
-    for (; j + 16 <= n; j += 16) {
-        v8 a0 = splat8(0.0f), a1 = a0, b0 = a0, b1 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
-            const float *p = ROW_(e), *q = ROW_(e + 1);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            b0 += u * ld8(q);
-            b1 += u * ld8(q + 8);
-        }
-        if (e < e1) {
-            const v8 w = splat8(W_(e));
-            a0 += w * ld8(ROW_(e));
-            a1 += w * ld8(ROW_(e) + 8);
-        }
-        st8(c + j, a0 + b0);
-        st8(c + j + 8, a1 + b1);
-    }
-    for (; j + 8 <= n; j += 8) {
-        v8 a0 = splat8(0.0f), b0 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            a0 += splat8(W_(e)) * ld8(ROW_(e));
-            b0 += splat8(W_(e + 1)) * ld8(ROW_(e + 1));
-        }
-        if (e < e1) a0 += splat8(W_(e)) * ld8(ROW_(e));
-        st8(c + j, a0 + b0);
+    for (; j + 32 <= n; j += 32) strip8(c + j, 4, e0, e1, idx, perm, val, Bm + j, ldb);
+    switch ((n - j) / 8) { /* the remainder in one pass over the nonzeros */
+    case 3: strip8(c + j, 3, e0, e1, idx, perm, val, Bm + j, ldb); j += 24; break;
+    case 2: strip8(c + j, 2, e0, e1, idx, perm, val, Bm + j, ldb); j += 16; break;
+    case 1: strip8(c + j, 1, e0, e1, idx, perm, val, Bm + j, ldb); j += 8; break;
+    default: break;
     }
     for (; j + 4 <= n; j += 4) {
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * ld4(ROW_(e));
-            b0 += splat4(W_(e + 1)) * ld4(ROW_(e + 1));
+            a0 += splat4(W_(e)) * ld4(ROW_(e) + j);
+            b0 += splat4(W_(e + 1)) * ld4(ROW_(e + 1) + j);
         }
-        if (e < e1) a0 += splat4(W_(e)) * ld4(ROW_(e));
+        if (e < e1) a0 += splat4(W_(e)) * ld4(ROW_(e) + j);
         st4(c + j, a0 + b0);
     }
     for (; j < n; j++) { /* in lane 0 of a vector: the same operations, in the same order, as a strip */
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
-            b0 += splat4(W_(e + 1)) * (v4){*ROW_(e + 1), 0.0f, 0.0f, 0.0f};
+            a0 += splat4(W_(e)) * (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f};
+            b0 += splat4(W_(e + 1)) * (v4){ROW_(e + 1)[j], 0.0f, 0.0f, 0.0f};
         }
-        if (e < e1) a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
+        if (e < e1) a0 += splat4(W_(e)) * (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f};
         c[j] = (a0 + b0)[0];
     }
 }
@@ -130,31 +101,11 @@ static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t
 #undef W_
 #undef ROW_
 
-void pf_spmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                     const float *B, int64_t ldb, float *C, int64_t ldc) {
-    assert(m0 <= m1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_product(C + (int64_t)m * ldc + n0, n, rowptr[m], rowptr[m + 1], col, NULL, val, B + n0, ldb);
-    }
-}
-
-void pf_spmm_t_generic(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                       const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc) {
-    assert(k0 <= k1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t k = k0; k < k1; k++)
-            row_product(C + (int64_t)k * ldc + n0, n, colptr[k], colptr[k + 1], row, perm, val, D + n0, ldd);
-    }
-}
-
 static inline v4 fold8(v8 x) { return (v4){x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]}; }
 static inline float hsum4(v4 x) { return (x[0] + x[2]) + (x[1] + x[3]); }
 
 /* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1) */
-static inline void row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
+static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
                             const int32_t *restrict idx, const float *restrict a, const float *Bm, int64_t ldb) {
     int32_t e = e0;
     for (; e + 4 <= e1; e += 4) {
@@ -211,18 +162,15 @@ static inline void row_dots(float *restrict out, int accumulate, int64_t n, int3
     }
 }
 
-void pf_sddmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                      int64_t lda, const float *B, int64_t ldb, float *out) {
-    assert(m0 <= m1 && N >= 0);
-    if (N == 0) {
-        for (int32_t e = rowptr[m0]; e < rowptr[m1]; e++) out[e] = 0.0f;
-        return;
-    }
-    /* 1 KiB of every B row per tile: the tile of B stays in L2 while all rows of the range pass over it */
-    enum { DTILE = 256 };
-    for (int64_t n0 = 0; n0 < N; n0 += DTILE) {
-        const int64_t n = N - n0 < DTILE ? N - n0 : DTILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_dots(out, n0 > 0, n, rowptr[m], rowptr[m + 1], col, A + (int64_t)m * lda + n0, B + n0, ldb);
-    }
+#include "spmm_tiled.h"
+
+void pf_spmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                     const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep, float *C,
+                     int64_t ldc) {
+    sp_spmm(m0, m1, rows, N, ptr, idx, perm, val, B, ldb, rstep, C, ldc);
+}
+
+void pf_sddmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out) {
+    sp_sddmm(m0, m1, rows, N, ptr, idx, A, lda, B, ldb, rstep, out);
 }

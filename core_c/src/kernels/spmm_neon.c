@@ -1,14 +1,15 @@
-/* spmm_neon.c - the sparse kernels for aarch64 in NEON intrinsics.
+/* spmm_neon.c - the row kernels of the sparse products for aarch64 in NEON intrinsics; the tiled drivers are
+ * spmm_tiled.h's.
  *
- * SpMM and its transpose keep a 16-column strip of an output row in registers while every nonzero of the
- * row streams its dense row through (two independent accumulator sets, so the FMA latency of in-order
- * and small out-of-order cores is hidden); the output is written once, never read. Narrower strips handle
- * N = 20 (a linear layer's batch) and the tails. Every strip width (and the scalar tail, through fmaf) sums in
- * the same order, so a column's result does not depend on its position in the batch. N is cut into tiles so the dense operand's tile stays in the
- * L2 cache while all rows of W pass over it.
+ * SpMM keeps a strip of an output row in registers (32 columns, 16 accumulators in two sets; a remainder of
+ * 4 to 28 columns in one more strip, then a scalar tail) while every nonzero of the row streams its dense row
+ * through: with the batch innermost each kept weight is one broadcast FMA over contiguous vectors. The two
+ * accumulator sets take alternate nonzeros, so the FMA latency of in-order and small out-of-order cores is
+ * hidden; the output is written once, never read. Every strip width (and the scalar tail, through fmaf) sums
+ * in the same order, so a column's result does not depend on its position in the batch.
  *
- * SDDMM computes 4 (or 8) nonzeros of a row at once: one load of the dense row of A serves four dot products,
- * and a pairwise-add tree reduces the four accumulators into one vector of four results. */
+ * SDDMM computes 4 nonzeros of a row at once: one load of the dense row of A serves four dot products, and a
+ * pairwise-add tree reduces the four accumulators into one vector of four results. */
 #include <arm_neon.h>
 #include <assert.h>
 #include <math.h>
@@ -16,83 +17,63 @@
 
 #include "kernels.h"
 
-enum { TILE = 128 };
+#define W_(e) val[perm ? perm[e] : (e)]
+#define ROW_(e) (Bm + (int64_t)idx[e] * ldb)
 
-/* c[0:n] = sum_{e in [e0, e1)} val[perm ? perm[e] : e] * Bm[idx[e] * ldb + 0:n]; Bm is already offset to the
- * tile. */
-static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
-                               const int32_t *restrict perm, const float *restrict val, const float *Bm,
-                               int64_t ldb) {
+/* c[0:4*nv] for nv in 1..8 (a constant once inlined: the accumulators live in registers) */
+static inline __attribute__((always_inline)) void strip4(float *restrict c, int nv, int32_t e0, int32_t e1,
+                                                         const int32_t *restrict idx, const int32_t *restrict perm,
+                                                         const float *restrict val, const float *Bm, int64_t ldb) {
+    float32x4_t a[8], b[8];
+    for (int q = 0; q < nv; q++) a[q] = b[q] = vdupq_n_f32(0.0f);
+    int32_t e = e0;
+    for (; e + 2 <= e1; e += 2) {
+        const float w = W_(e), u = W_(e + 1);
+        const float *p = ROW_(e), *s = ROW_(e + 1);
+        for (int q = 0; q < nv; q++) {
+            a[q] = vfmaq_n_f32(a[q], vld1q_f32(p + 4 * q), w);
+            b[q] = vfmaq_n_f32(b[q], vld1q_f32(s + 4 * q), u);
+        }
+    }
+    if (e < e1) {
+        const float w = W_(e);
+        const float *p = ROW_(e);
+        for (int q = 0; q < nv; q++) a[q] = vfmaq_n_f32(a[q], vld1q_f32(p + 4 * q), w);
+    }
+    for (int q = 0; q < nv; q++) vst1q_f32(c + 4 * q, vaddq_f32(a[q], b[q]));
+}
+
+static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
+                                  const int32_t *restrict perm, const float *restrict val, const float *Bm,
+                                  int64_t ldb) {
     int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            const float w0 = val[perm ? perm[e] : e], w1 = val[perm ? perm[e + 1] : e + 1];
-            const float *p = Bm + (int64_t)idx[e] * ldb + j, *q = Bm + (int64_t)idx[e + 1] * ldb + j;
-            a0 = vfmaq_n_f32(a0, vld1q_f32(p), w0);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(p + 4), w0);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(p + 8), w0);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(p + 12), w0);
-            b0 = vfmaq_n_f32(b0, vld1q_f32(q), w1);
-            b1 = vfmaq_n_f32(b1, vld1q_f32(q + 4), w1);
-            b2 = vfmaq_n_f32(b2, vld1q_f32(q + 8), w1);
-            b3 = vfmaq_n_f32(b3, vld1q_f32(q + 12), w1);
-        }
-        if (e < e1) {
-            const float w0 = val[perm ? perm[e] : e];
-            const float *p = Bm + (int64_t)idx[e] * ldb + j;
-            a0 = vfmaq_n_f32(a0, vld1q_f32(p), w0);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(p + 4), w0);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(p + 8), w0);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(p + 12), w0);
-        }
-        vst1q_f32(c + j, vaddq_f32(a0, b0));
-        vst1q_f32(c + j + 4, vaddq_f32(a1, b1));
-        vst1q_f32(c + j + 8, vaddq_f32(a2, b2));
-        vst1q_f32(c + j + 12, vaddq_f32(a3, b3));
+    for (; j + 32 <= n; j += 32) strip4(c + j, 8, e0, e1, idx, perm, val, Bm + j, ldb);
+    const int rest = (int)((n - j) / 4); /* the remainder in one pass over the nonzeros */
+    switch (rest) {
+    case 7: strip4(c + j, 7, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 6: strip4(c + j, 6, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 5: strip4(c + j, 5, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 4: strip4(c + j, 4, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 3: strip4(c + j, 3, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 2: strip4(c + j, 2, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    case 1: strip4(c + j, 1, e0, e1, idx, perm, val, Bm + j, ldb); break;
+    default: break;
     }
-    for (; j + 4 <= n; j += 4) {
-        float32x4_t a0 = vdupq_n_f32(0.0f), b0 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            a0 = vfmaq_n_f32(a0, vld1q_f32(Bm + (int64_t)idx[e] * ldb + j), val[perm ? perm[e] : e]);
-            b0 = vfmaq_n_f32(b0, vld1q_f32(Bm + (int64_t)idx[e + 1] * ldb + j), val[perm ? perm[e + 1] : e + 1]);
-        }
-        if (e < e1) a0 = vfmaq_n_f32(a0, vld1q_f32(Bm + (int64_t)idx[e] * ldb + j), val[perm ? perm[e] : e]);
-        vst1q_f32(c + j, vaddq_f32(a0, b0));
-    }
+    j += 4 * rest;
     for (; j < n; j++) {
         float s0 = 0.0f, s1 = 0.0f;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            s0 = fmaf(val[perm ? perm[e] : e], Bm[(int64_t)idx[e] * ldb + j], s0);
-            s1 = fmaf(val[perm ? perm[e + 1] : e + 1], Bm[(int64_t)idx[e + 1] * ldb + j], s1);
+            s0 = fmaf(W_(e), ROW_(e)[j], s0);
+            s1 = fmaf(W_(e + 1), ROW_(e + 1)[j], s1);
         }
-        if (e < e1) s0 = fmaf(val[perm ? perm[e] : e], Bm[(int64_t)idx[e] * ldb + j], s0);
+        if (e < e1) s0 = fmaf(W_(e), ROW_(e)[j], s0);
         c[j] = s0 + s1;
     }
 }
 
-void pf_spmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                  const float *B, int64_t ldb, float *C, int64_t ldc) {
-    assert(m0 <= m1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_product(C + (int64_t)m * ldc + n0, n, rowptr[m], rowptr[m + 1], col, NULL, val, B + n0, ldb);
-    }
-}
-
-void pf_spmm_t_neon(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                    const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc) {
-    assert(k0 <= k1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t k = k0; k < k1; k++)
-            row_product(C + (int64_t)k * ldc + n0, n, colptr[k], colptr[k + 1], row, perm, val, D + n0, ldd);
-    }
-}
+#undef W_
+#undef ROW_
 
 /* {sum(x0), sum(x1), sum(x2), sum(x3)} */
 static inline float32x4_t hsum4x4(float32x4_t x0, float32x4_t x1, float32x4_t x2, float32x4_t x3) {
@@ -100,7 +81,7 @@ static inline float32x4_t hsum4x4(float32x4_t x0, float32x4_t x1, float32x4_t x2
 }
 
 /* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1) */
-static inline void row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
+static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
                             const int32_t *restrict idx, const float *restrict a, const float *Bm, int64_t ldb) {
     int32_t e = e0;
     for (; e + 4 <= e1; e += 4) {
@@ -156,18 +137,15 @@ static inline void row_dots(float *restrict out, int accumulate, int64_t n, int3
     }
 }
 
-void pf_sddmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float *out) {
-    assert(m0 <= m1 && N >= 0);
-    if (N == 0) {
-        for (int32_t e = rowptr[m0]; e < rowptr[m1]; e++) out[e] = 0.0f;
-        return;
-    }
-    /* a tile of 1 KiB of every B row: the tile of B stays in L2 while all rows of the range pass over it */
-    enum { DTILE = 256 };
-    for (int64_t n0 = 0; n0 < N; n0 += DTILE) {
-        const int64_t n = N - n0 < DTILE ? N - n0 : DTILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_dots(out, n0 > 0, n, rowptr[m], rowptr[m + 1], col, A + (int64_t)m * lda + n0, B + n0, ldb);
-    }
+#include "spmm_tiled.h"
+
+void pf_spmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                  const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep, float *C,
+                  int64_t ldc) {
+    sp_spmm(m0, m1, rows, N, ptr, idx, perm, val, B, ldb, rstep, C, ldc);
+}
+
+void pf_sddmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out) {
+    sp_sddmm(m0, m1, rows, N, ptr, idx, A, lda, B, ldb, rstep, out);
 }
