@@ -16,7 +16,7 @@
  * A prunable layer's weight is the matrix W (M x K): linear (out, in); conv2d (out_c, in_c*kh*kw).
  * Dense mode: w, gw (M*K) and mom (M*K, allocated on first use of momentum) hold the state.
  * Sparse mode: CSR over kept weights: rowptr (M+1), col, and val/gval/vmom (nnz) hold the state; the CSC
- * view (colptr (K+1), row, perm) serves the transposed product. The mask (M*K bytes) exists in both modes.
+ * view (colptr (K+1), row, perm; conv layers only) serves the transposed product. The mask (M*K bytes) exists in both modes.
  */
 /* A stride-1 convolution that can run directly on batch-innermost planes (no im2col): its input channels,
  * kernel, the padded input plane (hp x wp) and the output gradient padded by kernel-1-pad (qh x qw). */
@@ -31,6 +31,7 @@ typedef struct pf_weight {
     int64_t nnz;     /* kept weights */
     uint8_t *mask;   /* size */
     int sparse;      /* which state is live */
+    int csc;         /* the sparse state includes the CSC view (conv layers; linear ones use the fused backward) */
     float threshold; /* sparse when density <= threshold */
     /* dense state */
     float *w, *gw, *mom;
@@ -77,6 +78,7 @@ struct pf_net {
     int32_t last_batch; /* batch of the last forward_backward, 0 if none */
     float *probs;      /* (batch_cap, out_size) softmax */
     float *dinput;     /* (batch_cap, in_size) when input_grad is on */
+    float *spgrad_ws;  /* (threads - 1) x the largest linear K x Bp: the fused backward's per-thread dX^T */
     int32_t first_param_layer; /* lowest layer index with parameters (n_layers if none) */
     int input_grad;
     int importance;
@@ -119,6 +121,10 @@ typedef struct pf_sparse_op {
 } pf_sparse_op;
 void pf_par_spmm(pf_net *net, const pf_sparse_op *op, const float *val, const float *B, float *C);
 void pf_par_sddmm(pf_net *net, const pf_sparse_op *op, const float *A, const float *B, float *out);
+/* The fused linear backward over all rows of W (kernels.h pf_spgrad_fn): out = dW at kept weights, D (K x N) =
+ * W^T A, overwritten. With more than one task every further task accumulates into its own slice of
+ * net->spgrad_ws, summed into D at the end. */
+void pf_par_spgrad(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out, float *D);
 void pf_par_im2col(pf_net *net, const pf_layer *L, int32_t batch, const float *x, float *cols);
 void pf_par_col2im(pf_net *net, const pf_layer *L, int32_t batch, const float *cols, float *dx);
 /* dst (cols x ld) = src (rows x cols)^T, columns rows..ld-1 of dst zeroed (ld >= rows) */

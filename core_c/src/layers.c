@@ -51,12 +51,13 @@ static void linear_backward(pf_net *net, pf_layer *L, const float *in, int32_t B
         /* L->cols holds X^T (K, Bp) from the forward pass; padding columns are zero */
         const int64_t Bp = pf_padded_batch(B);
         const pf_sparse_op op = {wt->M, 1, wt->rowptr, wt->col, NULL, Bp, Bp, 0};
-        const pf_sparse_op op_t = {wt->K, 1, wt->colptr, wt->row, wt->perm, Bp, Bp, 0};
-        pf_transpose_pad(L->dout, B, M, L->tmp, Bp);          /* dY^T (M, Bp) */
-        pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval); /* dW at kept weights */
+        pf_transpose_pad(L->dout, B, M, L->tmp, Bp); /* dY^T (M, Bp) */
         if (wt->gsum) pf_par_gemm(net, 0, 1, M, K, Bp, 1.0f, L->tmp, Bp, L->cols, Bp, 1.0f, wt->gsum, K);
-        if (din) {
-            pf_par_spmm(net, &op_t, wt->val, L->tmp, L->dtmp); /* dX^T = W^T dY^T (K, Bp) */
+        if (!din) {
+            pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval); /* dW at kept weights */
+        } else {
+            /* one pass over the kept weights: dW there and dX^T = W^T dY^T (K, Bp) */
+            pf_par_spgrad(net, wt, Bp, L->tmp, L->cols, wt->gval, L->dtmp);
             pf_untranspose(L->dtmp, Bp, B, K, din);
         }
     }
@@ -76,6 +77,36 @@ int pf_conv_direct(const pf_net *net, const pf_layer *L) {
     return L->spec.kind == PF_LAYER_CONV2D && L->wt.sparse && L->wt.conv.ok && !net->importance;
 }
 
+/* dst[w*B + b] = src[b*ld + w] for w < n, b < B (n values of each of B samples, batch innermost); returns the sum */
+static double transpose_in(const float *restrict src, int64_t ld, int32_t B, int32_t n, float *restrict dst) {
+    double sum = 0.0;
+    for (int32_t b = 0; b < B; b++) {
+        const float *s = src + (int64_t)b * ld;
+        float *d = dst + b;
+        float part = 0.0f;
+        for (int32_t w = 0; w < n; w++) {
+            d[(int64_t)w * B] = s[w];
+            part += s[w];
+        }
+        sum += part;
+    }
+    return sum;
+}
+
+/* dst[b*ld + p] = src[p*B + b] + bias for p < P, b < B: back to one plane per sample, in blocks of 64 values so
+ * that the B destination rows and the source block stay in L1 */
+static void transpose_out(const float *restrict src, int32_t B, int64_t P, float bias, float *restrict dst,
+                          int64_t ld) {
+    enum { PB = 64 };
+    for (int64_t p0 = 0; p0 < P; p0 += PB) {
+        const int64_t p1 = p0 + PB < P ? p0 + PB : P;
+        for (int32_t b = 0; b < B; b++) {
+            float *d = dst + (int64_t)b * ld;
+            for (int64_t p = p0; p < p1; p++) d[p] = src[p * B + b] + bias;
+        }
+    }
+}
+
 // in (B, C, H, W) -> out (B, M, OH, OW) through X (C, hp, wp, B) in cols and Y (M, OH, OW, B) in tmp
 static void conv_forward_direct(pf_net *net, pf_layer *L, const float *in, int32_t B) {
     const pf_weight *wt = &L->wt;
@@ -88,23 +119,14 @@ static void conv_forward_direct(pf_net *net, pf_layer *L, const float *in, int32
         L->direct_batch = B;
     }
     for (int32_t c = 0; c < C; c++)
-        for (int32_t h = 0; h < H; h++) {
-            float *dst = L->cols + ((int64_t)(c * g->hp + h + ph) * g->wp + pw) * B;
-            for (int32_t b = 0; b < B; b++) {
-                const float *src = in + ((int64_t)b * C + c) * H * W + (int64_t)h * W;
-                for (int32_t w = 0; w < W; w++) dst[(int64_t)w * B + b] = src[w];
-            }
-        }
+        for (int32_t h = 0; h < H; h++)
+            transpose_in(in + ((int64_t)c * H + h) * W, (int64_t)C * H * W, B, W,
+                         L->cols + ((int64_t)(c * g->hp + h + ph) * g->wp + pw) * B);
     const pf_sparse_op op = {M, g->oh, wt->rowptr, wt->coff, NULL, (int64_t)g->ow * B, B, (int64_t)g->wp * B};
     pf_par_spmm(net, &op, wt->val, L->cols, L->tmp);
-    for (int32_t m = 0; m < M; m++) {
-        const float bias = L->b ? L->b[m] : 0.0f;
-        const float *src = L->tmp + (int64_t)m * P * B;
-        for (int32_t b = 0; b < B; b++) {
-            float *dst = L->out + ((int64_t)b * M + m) * P;
-            for (int64_t p = 0; p < P; p++) dst[p] = src[p * B + b] + bias;
-        }
-    }
+    for (int32_t m = 0; m < M; m++)
+        transpose_out(L->tmp + (int64_t)m * P * B, B, P, L->b ? L->b[m] : 0.0f, L->out + (int64_t)m * P,
+                      (int64_t)M * P);
 }
 
 // dout (B, M, OH, OW) -> dY (M, OH, OW, B) in tmp and padded in dtmp; dW at kept weights; din (B, C, H, W)
@@ -115,23 +137,16 @@ static void conv_backward_direct(pf_net *net, pf_layer *L, int32_t B, float *din
     const int32_t OH = g->oh, OW = g->ow, th = g->kh - 1 - L->spec.pad_h, tw = g->kw - 1 - L->spec.pad_w;
     const int64_t P = (int64_t)OH * OW;
     for (int32_t m = 0; m < M; m++) {
-        float gb = 0.0f;
+        double gb = 0.0;
         float *dy = L->tmp + (int64_t)m * P * B;
-        for (int32_t b = 0; b < B; b++) {
-            const float *src = L->dout + ((int64_t)b * M + m) * P;
-            float row = 0.0f;
-            for (int32_t oh = 0; oh < OH; oh++) {
-                float *pad = L->dtmp + ((int64_t)(m * g->qh + oh + th) * g->qw + tw) * B + b;
-                for (int32_t ow = 0; ow < OW; ow++) {
-                    const float v = src[oh * OW + ow];
-                    dy[((int64_t)oh * OW + ow) * B + b] = v;
-                    pad[(int64_t)ow * B] = v;
-                    row += v;
-                }
-            }
-            gb += row;
+        for (int32_t oh = 0; oh < OH; oh++) {
+            const float *src = L->dout + (int64_t)m * P + (int64_t)oh * OW;
+            float *row = dy + (int64_t)oh * OW * B;
+            gb += transpose_in(src, (int64_t)M * P, B, OW, row);
+            memcpy(L->dtmp + ((int64_t)(m * g->qh + oh + th) * g->qw + tw) * B, row,
+                   (size_t)OW * (size_t)B * sizeof(float));
         }
-        if (L->b) L->gb[m] = gb;
+        if (L->b) L->gb[m] = (float)gb;
     }
     const pf_sparse_op op = {M, OH, wt->rowptr, wt->coff, NULL, (int64_t)OW * B, B, (int64_t)g->wp * B};
     pf_par_sddmm(net, &op, L->tmp, L->cols, wt->gval);
@@ -139,12 +154,8 @@ static void conv_backward_direct(pf_net *net, pf_layer *L, int32_t B, float *din
         const pf_sparse_op op_t = {C, H, wt->chptr, wt->toff, wt->perm, (int64_t)W * B, B, (int64_t)g->qw * B};
         pf_par_spmm(net, &op_t, wt->val, L->dtmp, L->aux);
         const int64_t plane = (int64_t)H * W;
-        for (int32_t b = 0; b < B; b++)
-            for (int32_t c = 0; c < C; c++) {
-                const float *src = L->aux + (int64_t)c * plane * B + b;
-                float *dst = din + ((int64_t)b * C + c) * plane;
-                for (int64_t p = 0; p < plane; p++) dst[p] = src[p * B];
-            }
+        for (int32_t c = 0; c < C; c++)
+            transpose_out(L->aux + (int64_t)c * plane * B, B, plane, 0.0f, din + (int64_t)c * plane, (int64_t)C * plane);
     }
 }
 
@@ -218,7 +229,19 @@ static void conv_backward(pf_net *net, pf_layer *L, int32_t B, float *din) {
 /* ---- max-pool ------------------------------------------------------------------------------------------- */
 /* A NaN in a window wins (as in PyTorch): `!(v <= best)` is true for a larger v and for a NaN v, and once best
  * is NaN nothing replaces it because the NaN test comes first. */
-static inline int takes_over(float v, float best) { return best == best && !(v <= best); }
+static inline int takes_over(float v, float best) { return (best == best) & !(v <= best); }
+
+/* best, where = v, at if v takes over, by bit selection: the compiler keeps the branches of a ?: on floats,
+ * and on activations they are taken at random */
+static inline void pick(float v, int32_t at, float *best, int32_t *where) {
+    const uint32_t keep = (uint32_t)takes_over(v, *best) - 1u; /* all ones: keep best; zero: take v */
+    uint32_t vb, bb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&bb, best, sizeof bb);
+    const uint32_t r = (bb & keep) | (vb & ~keep);
+    memcpy(best, &r, sizeof r);
+    *where = (int32_t)(((uint32_t)*where & keep) | ((uint32_t)at & ~keep));
+}
 
 // in (B, C, H, W) -> out (B, C, OH, OW), argmax = flat index within the input plane
 static void maxpool_forward(pf_layer *L, const float *in, int32_t B) {
@@ -234,13 +257,13 @@ static void maxpool_forward(pf_layer *L, const float *in, int32_t B) {
             for (int32_t ow = 0; ow < L->out_w; ow++) {
                 float best;
                 int32_t where;
-                if (unpadded && kh == 2 && kw == 2) { /* the common 2x2 window, unrolled */
+                if (unpadded && kh == 2 && kw == 2) { /* the common 2x2 window, unrolled, without branches */
                     const int32_t a = oh * sh * W + ow * sw, c = a + W;
                     where = a;
                     best = x[a];
-                    if (takes_over(x[a + 1], best)) best = x[where = a + 1];
-                    if (takes_over(x[c], best)) best = x[where = c];
-                    if (takes_over(x[c + 1], best)) best = x[where = c + 1];
+                    pick(x[a + 1], a + 1, &best, &where);
+                    pick(x[c], c, &best, &where);
+                    pick(x[c + 1], c + 1, &best, &where);
                 } else if (unpadded) { /* every window lies inside the input: no bounds tests */
                     where = oh * sh * W + ow * sw;
                     best = x[where];
@@ -285,6 +308,15 @@ static void maxpool_backward(pf_layer *L, int32_t B, float *din) {
         }
 }
 
+/* ---- ReLU (branch-free: the signs of activations are not predictable) ------------------------------------ */
+static void relu_forward(const float *restrict in, int64_t n, float *restrict out) {
+    for (int64_t k = 0; k < n; k++) out[k] = in[k] > 0.0f ? in[k] : 0.0f;
+}
+
+static void relu_backward(const float *restrict out, const float *restrict dout, int64_t n, float *restrict din) {
+    for (int64_t k = 0; k < n; k++) din[k] = out[k] > 0.0f ? dout[k] : 0.0f;
+}
+
 /* ---- the network ---------------------------------------------------------------------------------------- */
 pf_status pf_layers_forward(pf_net *net, const float *x, int32_t B) {
     const float *in = x;
@@ -302,7 +334,7 @@ pf_status pf_layers_forward(pf_net *net, const float *x, int32_t B) {
             maxpool_forward(L, in, B);
             break;
         case PF_LAYER_RELU:
-            for (int64_t k = 0; k < n_out; k++) L->out[k] = in[k] > 0.0f ? in[k] : 0.0f;
+            relu_forward(in, n_out, L->out);
             break;
         case PF_LAYER_FLATTEN:
             memcpy(L->out, in, (size_t)n_out * sizeof(float));
@@ -335,8 +367,7 @@ void pf_layers_backward(pf_net *net, const float *x, int32_t B) {
             if (din) maxpool_backward(L, B, din);
             break;
         case PF_LAYER_RELU:
-            if (din)
-                for (int64_t k = 0; k < n_out; k++) din[k] = L->out[k] > 0.0f ? L->dout[k] : 0.0f;
+            if (din) relu_backward(L->out, L->dout, n_out, din);
             break;
         case PF_LAYER_FLATTEN:
             if (din) memcpy(din, L->dout, (size_t)n_out * sizeof(float));

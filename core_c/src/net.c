@@ -104,6 +104,7 @@ void pf_net_destroy(pf_net *net) {
     free(net->layers);
     free(net->probs);
     free(net->dinput);
+    free(net->spgrad_ws);
     pf_pool_destroy(net->pool);
     free(net);
 }
@@ -254,7 +255,10 @@ pf_status pf_net_create(const pf_layer_spec *layers, int32_t n_layers, int32_t i
                 goto fail;
             }
             memset(wt->mask, 1, (size_t)wt->size);
-            if (L->spec.kind == PF_LAYER_CONV2D) conv_geometry(L);
+            if (L->spec.kind == PF_LAYER_CONV2D) {
+                conv_geometry(L);
+                wt->csc = 1;
+            }
             L->weight_param = n_params++;
             if (L->spec.has_bias) {
                 L->b = calloc((size_t)L->out_c, sizeof(float));
@@ -303,6 +307,7 @@ pf_status pf_net_set_threads(pf_net *net, int32_t n_threads) {
     if (!p) return pf_fail(net, PF_ERR_NOMEM, "cannot start %d threads", n_threads);
     pf_pool_destroy(net->pool);
     net->pool = p;
+    net->batch_cap = 0; /* the per-thread workspace follows the pool */
     return ok(net);
 }
 
@@ -537,7 +542,16 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
     pf_layer *tmp = calloc((size_t)net->n_layers, sizeof *tmp);
     float *probs = malloc((size_t)B * (size_t)net->out_size * sizeof(float));
     float *dinput = malloc((size_t)B * (size_t)net->in_size * sizeof(float));
-    int okay = tmp && probs && dinput;
+    /* the fused linear backward's dX^T of every thread but the first */
+    size_t ws = 0;
+    for (int32_t i = 0; i < net->n_layers; i++)
+        if (net->layers[i].spec.kind == PF_LAYER_LINEAR) {
+            const size_t n = (size_t)net->layers[i].wt.K * (size_t)pf_padded_batch(B);
+            ws = n > ws ? n : ws;
+        }
+    ws *= (size_t)(pf_pool_size(net->pool) - 1);
+    float *spgrad_ws = ws ? malloc(ws * sizeof(float)) : NULL;
+    int okay = tmp && probs && dinput && (!ws || spgrad_ws);
     for (int32_t i = 0; okay && i < net->n_layers; i++) {
         const pf_layer *L = &net->layers[i];
         pf_layer *T = &tmp[i];
@@ -576,6 +590,7 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
         free(tmp);
         free(probs);
         free(dinput);
+        free(spgrad_ws);
         return pf_fail(net, PF_ERR_NOMEM, "out of memory for a batch of %d", B);
     }
     for (int32_t i = 0; i < net->n_layers; i++) {
@@ -594,8 +609,10 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
     free(tmp);
     free(net->probs);
     free(net->dinput);
+    free(net->spgrad_ws);
     net->probs = probs;
     net->dinput = dinput;
+    net->spgrad_ws = spgrad_ws;
     net->batch_cap = B;
     net->have_grads = 0;
     return PF_OK;

@@ -99,6 +99,48 @@ void pf_par_sddmm(pf_net *net, const pf_sparse_op *op, const float *A, const flo
     pf_pool_run(net->pool, sparse_tasks(net, op), sparse_task, &j);
 }
 
+/* ---- the fused linear backward ----------------------------------------------------------------------- */
+typedef struct spgrad_job {
+    const pf_net *net;
+    const pf_weight *wt;
+    int64_t N;
+    const float *A, *B;
+    float *out, *D;
+    int tasks;
+} spgrad_job;
+
+static void spgrad_task(void *ctx, int i, int n) {
+    const spgrad_job *j = ctx;
+    const pf_weight *wt = j->wt;
+    const int64_t nnz = wt->rowptr[wt->M], size = (int64_t)wt->K * j->N;
+    int32_t r0 = split_rows(wt->rowptr, wt->M, nnz * i / n), r1 = split_rows(wt->rowptr, wt->M, nnz * (i + 1) / n);
+    if (i == n - 1) r1 = wt->M;
+    if (i == 0) r0 = 0;
+    float *D = i == 0 ? j->D : j->net->spgrad_ws + (int64_t)(i - 1) * size;
+    memset(D, 0, (size_t)size * sizeof(float));
+    if (r0 < r1)
+        j->net->kern->spgrad(r0, r1, j->N, wt->rowptr, wt->col, wt->val, j->A, j->N, j->B, j->N, j->out, D, j->N);
+}
+
+/* D += the other tasks' slices, split by rows of D */
+static void spgrad_reduce(void *ctx, int i, int n) {
+    const spgrad_job *j = ctx;
+    const int64_t size = (int64_t)j->wt->K * j->N;
+    const int64_t q0 = (int64_t)j->wt->K * i / n * j->N, q1 = (int64_t)j->wt->K * (i + 1) / n * j->N;
+    for (int t = 1; t < j->tasks; t++) {
+        const float *src = j->net->spgrad_ws + (int64_t)(t - 1) * size;
+        for (int64_t q = q0; q < q1; q++) j->D[q] += src[q];
+    }
+}
+
+void pf_par_spgrad(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out, float *D) {
+    const int threads = pf_pool_size(net->pool);
+    const int tasks = (wt->nnz + wt->M) * N < 65536 || !net->spgrad_ws ? 1 : threads;
+    spgrad_job j = {net, wt, N, A, B, out, D, tasks};
+    pf_pool_run(net->pool, tasks, spgrad_task, &j);
+    if (tasks > 1) pf_pool_run(net->pool, threads, spgrad_reduce, &j);
+}
+
 /* ---- im2col / col2im over samples ---------------------------------------------------------------------- */
 typedef struct conv_job {
     const pf_net *net;

@@ -53,7 +53,7 @@ static pf_status conv_offsets(const pf_weight *wt, csr_state *s) {
     return PF_OK;
 }
 
-/* Builds CSR + CSC of `mask` with values from w_dense and momentum from mom_dense (NULL: zero). */
+/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with values from w_dense and momentum from mom_dense (NULL: zero). */
 static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float *w_dense, const float *mom_dense,
                            csr_state *s) {
     const int32_t M = wt->M, K = wt->K;
@@ -62,14 +62,18 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
     const size_t n_alloc = (size_t)(nnz > 0 ? nnz : 1);
     memset(s, 0, sizeof *s);
     s->rowptr = malloc(((size_t)M + 1) * sizeof(int32_t));
-    s->colptr = calloc((size_t)K + 1, sizeof(int32_t));
     s->col = malloc(n_alloc * sizeof(int32_t));
-    s->row = malloc(n_alloc * sizeof(int32_t));
-    s->perm = malloc(n_alloc * sizeof(int32_t));
     s->val = malloc(n_alloc * sizeof(float));
     s->gval = calloc(n_alloc, sizeof(float));
     s->vmom = calloc(n_alloc, sizeof(float));
-    if (!s->rowptr || !s->colptr || !s->col || !s->row || !s->perm || !s->val || !s->gval || !s->vmom) {
+    int okay = s->rowptr && s->col && s->val && s->gval && s->vmom;
+    if (okay && wt->csc) {
+        s->colptr = calloc((size_t)K + 1, sizeof(int32_t));
+        s->row = malloc(n_alloc * sizeof(int32_t));
+        s->perm = malloc(n_alloc * sizeof(int32_t));
+        okay = s->colptr && s->row && s->perm;
+    }
+    if (!okay) {
         csr_free(s);
         return PF_ERR_NOMEM;
     }
@@ -83,11 +87,12 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
             s->col[e] = k;
             s->val[e] = wrow[k];
             if (mom_dense) s->vmom[e] = mom_dense[(int64_t)m * K + k];
-            s->colptr[k + 1]++;
+            if (s->colptr) s->colptr[k + 1]++;
             e++;
         }
     }
     s->rowptr[M] = e;
+    if (!wt->csc) return PF_OK;
     for (int32_t k = 0; k < K; k++) s->colptr[k + 1] += s->colptr[k];
     /* counting sort of the CSR entries by column: rows come out ascending within each column */
     int32_t *fill = malloc(((size_t)K + 1) * sizeof(int32_t));

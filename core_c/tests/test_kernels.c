@@ -282,6 +282,53 @@ static void sparse_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int
     free_csr(&s);
 }
 
+/* The fused linear backward: dW at the kept weights (overwritten) and dX^T (accumulated onto what D holds), over
+ * sparse rows [m0, m1); rows of D outside the kept columns and the dW entries outside the range stay untouched. */
+static void spgrad_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int64_t N, double density, int empty,
+                        tally *t) {
+    csr s = make_csr(r, M, K, density, empty);
+    const int64_t lda = N + xint(r, 3), ldb = N + xint(r, 3), ldd = N + xint(r, 3);
+    float *A = frand(r, (int64_t)M * lda), *B = frand(r, (int64_t)K * ldb);
+    float *D0 = frand(r, (int64_t)K * ldd), *D1 = fcopy(D0, (int64_t)K * ldd), *dorig = fcopy(D0, (int64_t)K * ldd);
+    float *S0 = fnan(s.nnz), *S1 = fnan(s.nnz), *sorig = fnan(s.nnz);
+    const int32_t m0 = xint(r, M / 2 + 1), m1 = M - (M > 1 ? xint(r, 2) : 0);
+    pf_spgrad_ref(m0, m1, N, s.rowptr, s.col, s.val, A, lda, B, ldb, S0, D0, ldd);
+    kv->spgrad(m0, m1, N, s.rowptr, s.col, s.val, A, lda, B, ldb, S1, D1, ldd);
+    const int32_t e0 = s.rowptr[m0], e1 = s.rowptr[m1];
+    const double es = block_err(S1 + e0, S0 + e0, 1, e1 - e0, 0, tol(N));
+    const double ed = block_err(D1, D0, K, N, ldd, tol(M));
+    const int same = memcmp(S1, sorig, (size_t)e0 * sizeof(float)) == 0 &&
+                     memcmp(S1 + e1, sorig + e1, (size_t)(s.nnz - e1) * sizeof(float)) == 0 &&
+                     untouched(D1, dorig, K, ldd, 0, K, N);
+    EXPECT(es <= 1.0 && ed <= 1.0 && same,
+           "%s spgrad M=%d K=%d N=%lld density %g nnz %d rows [%d,%d): dW error %g, dX error %g, outside untouched %d",
+           kv->name, M, K, (long long)N, density, s.nnz, m0, m1, es, ed, same);
+    t->cases++;
+    t->failed |= !(es <= 1.0 && ed <= 1.0 && same);
+    free(A);
+    free(B);
+    free(D0);
+    free(D1);
+    free(dorig);
+    free(S0);
+    free(S1);
+    free(sorig);
+    free_csr(&s);
+}
+
+static void test_spgrad(const pf_kernels *kv, xrng *r, tally *t) {
+    for (int di = 0; di < N_DENS; di++)
+        for (int rep = 0; rep < 24; rep++) {
+            const int32_t M = SSIZES[xint(r, N_SSIZES)], K = SSIZES[xint(r, N_SSIZES)];
+            int64_t N = NSIZES[xint(r, N_NSIZES)];
+            if ((int64_t)M * K * N > 2000000) N = 20;
+            spgrad_case(kv, r, M, K, N, DENSITIES[di], rep % 4 == 3 ? 3 : 0, t);
+        }
+    spgrad_case(kv, r, 200, 300, 24, 0.1, 0, t); /* fc1 in miniature: a padded batch of 20 */
+    spgrad_case(kv, r, 64, 90, 20, 1.0, 7, t);
+    spgrad_case(kv, r, 9, 40, 13, 0.001, 0, t);
+}
+
 static void test_sparse(const pf_kernels *kv, xrng *r, tally t[3]) {
     for (int di = 0; di < N_DENS; di++)
         for (int rep = 0; rep < 24; rep++) {
@@ -404,11 +451,17 @@ static void position_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, i
     }
     kv->spmm(0, M, 1, N, s.rowptr, s.col, NULL, s.val, B, N, 0, C, N);
     kv->spmm(0, K, 1, N, s.colptr, s.row, s.perm, s.val, D, N, 0, T, N);
+    float *G = falloc(s.nnz), *DX = falloc((int64_t)K * N); /* the fused backward's dX^T: D plays dY^T */
+    kv->spgrad(0, M, N, s.rowptr, s.col, s.val, D, N, B, N, G, DX, N);
     int same_c = 1, same_t = 1;
     for (int32_t m = 0; m < M; m++)
         for (int64_t n = 1; n < N; n++) same_c &= C[(int64_t)m * N + n] == C[(int64_t)m * N];
     for (int32_t k = 0; k < K; k++)
         for (int64_t n = 1; n < N; n++) same_t &= T[(int64_t)k * N + n] == T[(int64_t)k * N];
+    int same_g = 1;
+    for (int32_t k = 0; k < K; k++)
+        for (int64_t n = 1; n < N; n++) same_g &= DX[(int64_t)k * N + n] == DX[(int64_t)k * N];
+    EXPECT(same_g, "%s spgrad M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K, (long long)N);
     EXPECT(same_c, "%s spmm M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K, (long long)N);
     EXPECT(same_t, "%s spmm_t M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K,
            (long long)N);
@@ -416,6 +469,8 @@ static void position_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, i
     free(D);
     free(C);
     free(T);
+    free(G);
+    free(DX);
     free_csr(&s);
 }
 
@@ -482,14 +537,15 @@ int main(void) {
     for (int v = 1; v < count; v++) {
         const pf_kernels *kv = variants[v];
         xrng r = {0x9E3779B97F4A7C15ull ^ (uint64_t)v};
-        tally t[6] = {{"gemm", 0, 0}, {"spmm", 0, 0}, {"spmm_t", 0, 0}, {"sddmm", 0, 0}, {"im2col", 0, 0},
-                      {"col2im", 0, 0}};
+        tally t[7] = {{"gemm", 0, 0},   {"spmm", 0, 0},   {"spmm_t", 0, 0}, {"sddmm", 0, 0},
+                      {"im2col", 0, 0}, {"col2im", 0, 0}, {"spgrad", 0, 0}};
         test_gemm(kv, &r, &t[0]);
         test_sparse(kv, &r, &t[1]);
         test_conv(kv, &r, &t[1]);
+        test_spgrad(kv, &r, &t[6]);
         test_position_invariance(kv, &r, &t[1]);
         test_im2col(kv, &r, &t[4], 300);
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             printf("kernels %-8s %-7s %4ld cases vs reference: %s\n", kv->name, t[i].op, t[i].cases,
                    t[i].failed ? "FAILED" : "ok");
     }

@@ -8,6 +8,7 @@ const pf_kernels pf_kernels_ref = {
     .gemm = pf_gemm_ref,
     .spmm = pf_spmm_ref,
     .sddmm = pf_sddmm_ref,
+    .spgrad = pf_spgrad_ref,
     .im2col = pf_im2col_ref,
     .col2im = pf_col2im_ref,
 };
@@ -17,6 +18,7 @@ static const pf_kernels kernels_generic = {
     .gemm = pf_gemm_generic,
     .spmm = pf_spmm_generic,
     .sddmm = pf_sddmm_generic,
+    .spgrad = pf_spgrad_generic,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };
@@ -27,6 +29,7 @@ static const pf_kernels kernels_neon = {
     .gemm = pf_gemm_neon,
     .spmm = pf_spmm_neon,
     .sddmm = pf_sddmm_neon,
+    .spgrad = pf_spgrad_neon,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };
@@ -39,6 +42,7 @@ static const pf_kernels kernels_blas = {
     .gemm = pf_gemm_blas,
     .spmm = pf_spmm_generic,
     .sddmm = pf_sddmm_generic,
+    .spgrad = pf_spgrad_generic,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };

@@ -47,6 +47,16 @@ typedef void (*pf_spmm_fn)(int32_t m0, int32_t m1, int32_t rows, int64_t N, cons
 typedef void (*pf_sddmm_fn)(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                             const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
 
+/* The fused backward of a sparse linear layer (SparseProp): every kept weight is visited once and gives both
+ * gradients. For m0 <= m < m1 and ptr[m] <= e < ptr[m+1]:
+ *   out[e] = sum_{n < N} A[m*lda + n] * B[idx[e]*ldb + n]     (dW at the kept weight, overwritten)
+ *   D[idx[e]*ldd + n] += val[e] * A[m*lda + n]                 (dX^T, accumulated: zero it first)
+ * A = dY^T (M x N), B = X^T (K x N), D = dX^T (K x N); no CSC view is needed. Rows of D are shared by every
+ * sparse row, so threads need one D each. */
+typedef void (*pf_spgrad_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx,
+                             const float *val, const float *A, int64_t lda, const float *B, int64_t ldb, float *out,
+                             float *D, int64_t ldd);
+
 /* im2col of one sample x (C, H, W) into columns cols[k * ldc + p], k = (c*kh + i)*kw + j, p = oh*OW + ow,
  * zero where the window reads padding. OH = (H + 2*ph - kh)/sh + 1, OW likewise. */
 typedef void (*pf_im2col_fn)(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
@@ -62,6 +72,7 @@ typedef struct pf_kernels {
     pf_gemm_fn gemm;
     pf_spmm_fn spmm;
     pf_sddmm_fn sddmm;
+    pf_spgrad_fn spgrad;
     pf_im2col_fn im2col;
     pf_col2im_fn col2im;
 } pf_kernels;
@@ -81,6 +92,8 @@ void pf_spmm_ref(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t 
                  int64_t ldc);
 void pf_sddmm_ref(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                   const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 void pf_im2col_ref(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
                    int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
 void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
@@ -94,6 +107,8 @@ void pf_spmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int3
                      int64_t ldc);
 void pf_sddmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                       const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 void pf_im2col_generic(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
                        int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
 void pf_col2im_generic(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
@@ -108,6 +123,8 @@ void pf_spmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t
                   int64_t ldc);
 void pf_sddmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                    const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 #endif
 
 #ifdef PF_HAVE_BLAS

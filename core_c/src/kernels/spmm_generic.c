@@ -104,10 +104,60 @@ static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int3
 static inline v4 fold8(v8 x) { return (v4){x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]}; }
 static inline float hsum4(v4 x) { return (x[0] + x[2]) + (x[1] + x[3]); }
 
-/* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1) */
+/* pairwise sums of x and y as AVX's hadd does them, in each half: {x0+x1, x2+x3, y0+y1, y2+y3, x4+x5, ...} */
+static inline v8 hadd8(v8 x, v8 y) {
+    return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) +
+           __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
+/* {sum(s0), ..., sum(s7)} in three levels of pairwise sums */
+static inline v8 hsum8x8(v8 s0, v8 s1, v8 s2, v8 s3, v8 s4, v8 s5, v8 s6, v8 s7) {
+    const v8 u0 = hadd8(hadd8(s0, s1), hadd8(s2, s3)), u1 = hadd8(hadd8(s4, s5), hadd8(s6, s7));
+    return __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1): eight nonzeros at a time share every
+ * load of a (a linear layer's 24 samples, or a run of a convolution's output row) and one reduction tree */
 static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
                             const int32_t *restrict idx, const float *restrict a, const float *Bm, int64_t ldb) {
     int32_t e = e0;
+    for (; e + 8 <= e1; e += 8) {
+        const float *p0 = Bm + (int64_t)idx[e] * ldb, *p1 = Bm + (int64_t)idx[e + 1] * ldb;
+        const float *p2 = Bm + (int64_t)idx[e + 2] * ldb, *p3 = Bm + (int64_t)idx[e + 3] * ldb;
+        const float *p4 = Bm + (int64_t)idx[e + 4] * ldb, *p5 = Bm + (int64_t)idx[e + 5] * ldb;
+        const float *p6 = Bm + (int64_t)idx[e + 6] * ldb, *p7 = Bm + (int64_t)idx[e + 7] * ldb;
+        v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const v8 x = ld8(a + j);
+            s0 += x * ld8(p0 + j);
+            s1 += x * ld8(p1 + j);
+            s2 += x * ld8(p2 + j);
+            s3 += x * ld8(p3 + j);
+            s4 += x * ld8(p4 + j);
+            s5 += x * ld8(p5 + j);
+            s6 += x * ld8(p6 + j);
+            s7 += x * ld8(p7 + j);
+        }
+        v8 r = hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7);
+        if (j < n) {
+            float t[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            for (; j < n; j++) {
+                t[0] += a[j] * p0[j];
+                t[1] += a[j] * p1[j];
+                t[2] += a[j] * p2[j];
+                t[3] += a[j] * p3[j];
+                t[4] += a[j] * p4[j];
+                t[5] += a[j] * p5[j];
+                t[6] += a[j] * p6[j];
+                t[7] += a[j] * p7[j];
+            }
+            r += ld8(t);
+        }
+        if (accumulate) r += ld8(out + e);
+        st8(out + e, r);
+    }
     for (; e + 4 <= e1; e += 4) {
         const float *p0 = Bm + (int64_t)idx[e] * ldb, *p1 = Bm + (int64_t)idx[e + 1] * ldb;
         const float *p2 = Bm + (int64_t)idx[e + 2] * ldb, *p3 = Bm + (int64_t)idx[e + 3] * ldb;
@@ -162,6 +212,66 @@ static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, i
     }
 }
 
+/* one 8-column step of a kept weight in the fused backward: its dot product, and its share of dX^T */
+static inline void grad8(v8 x, const float *p, float *d, float w, v8 *s) {
+    *s += x * ld8(p);
+    st8(d, ld8(d) + splat8(w) * x);
+}
+
+/* out[e] = dot(a[0:n], Bm[idx[e]*ldb + 0:n]) and D[idx[e]*ldd + 0:n] += val[e] * a[0:n] for e in [e0, e1):
+ * eight kept weights at a time share every load of a and one reduction tree */
+static inline void sp_row_grad(float *restrict out, float *restrict D, int64_t ldd, int64_t n, int32_t e0, int32_t e1,
+                               const int32_t *restrict idx, const float *restrict val, const float *restrict a,
+                               const float *restrict Bm, int64_t ldb) {
+    int32_t e = e0;
+    for (; e + 8 <= e1; e += 8) {
+        const float *p[8];
+        float *d[8];
+        for (int q = 0; q < 8; q++) {
+            p[q] = Bm + (int64_t)idx[e + q] * ldb;
+            d[q] = D + (int64_t)idx[e + q] * ldd;
+        }
+        const float *w = val + e;
+        v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const v8 x = ld8(a + j);
+            grad8(x, p[0] + j, d[0] + j, w[0], &s0);
+            grad8(x, p[1] + j, d[1] + j, w[1], &s1);
+            grad8(x, p[2] + j, d[2] + j, w[2], &s2);
+            grad8(x, p[3] + j, d[3] + j, w[3], &s3);
+            grad8(x, p[4] + j, d[4] + j, w[4], &s4);
+            grad8(x, p[5] + j, d[5] + j, w[5], &s5);
+            grad8(x, p[6] + j, d[6] + j, w[6], &s6);
+            grad8(x, p[7] + j, d[7] + j, w[7], &s7);
+        }
+        v8 r = hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7);
+        if (j < n) {
+            float t[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            for (; j < n; j++)
+                for (int q = 0; q < 8; q++) {
+                    t[q] += a[j] * p[q][j];
+                    d[q][j] += w[q] * a[j];
+                }
+            r += ld8(t);
+        }
+        st8(out + e, r);
+    }
+    for (; e < e1; e++) {
+        const float *p = Bm + (int64_t)idx[e] * ldb;
+        float *d = D + (int64_t)idx[e] * ldd;
+        v8 s = splat8(0.0f);
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) grad8(ld8(a + j), p + j, d + j, val[e], &s);
+        float r = hsum4(fold8(s));
+        for (; j < n; j++) {
+            r += a[j] * p[j];
+            d[j] += val[e] * a[j];
+        }
+        out[e] = r;
+    }
+}
+
 #include "spmm_tiled.h"
 
 void pf_spmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
@@ -173,4 +283,9 @@ void pf_spmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int3
 void pf_sddmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                       const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out) {
     sp_sddmm(m0, m1, rows, N, ptr, idx, A, lda, B, ldb, rstep, out);
+}
+
+void pf_spgrad_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd) {
+    sp_spgrad(m0, m1, N, ptr, idx, val, A, lda, B, ldb, out, D, ldd);
 }

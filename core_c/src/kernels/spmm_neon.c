@@ -137,6 +137,65 @@ static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, i
     }
 }
 
+/* one 4-column step of a kept weight in the fused backward: its dot product, and its share of dX^T */
+static inline float32x4_t grad4(float32x4_t x, const float *p, float *d, float w, float32x4_t s) {
+    vst1q_f32(d, vfmaq_n_f32(vld1q_f32(d), x, w));
+    return vfmaq_f32(s, x, vld1q_f32(p));
+}
+
+/* out[e] = dot(a[0:n], Bm[idx[e]*ldb + 0:n]) and D[idx[e]*ldd + 0:n] += val[e] * a[0:n] for e in [e0, e1):
+ * four kept weights at a time share every load of a and one pairwise-add tree */
+static inline void sp_row_grad(float *restrict out, float *restrict D, int64_t ldd, int64_t n, int32_t e0, int32_t e1,
+                               const int32_t *restrict idx, const float *restrict val, const float *restrict a,
+                               const float *restrict Bm, int64_t ldb) {
+    int32_t e = e0;
+    for (; e + 4 <= e1; e += 4) {
+        const float *p0 = Bm + (int64_t)idx[e] * ldb, *p1 = Bm + (int64_t)idx[e + 1] * ldb;
+        const float *p2 = Bm + (int64_t)idx[e + 2] * ldb, *p3 = Bm + (int64_t)idx[e + 3] * ldb;
+        float *d0 = D + (int64_t)idx[e] * ldd, *d1 = D + (int64_t)idx[e + 1] * ldd;
+        float *d2 = D + (int64_t)idx[e + 2] * ldd, *d3 = D + (int64_t)idx[e + 3] * ldd;
+        const float w0 = val[e], w1 = val[e + 1], w2 = val[e + 2], w3 = val[e + 3];
+        float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const float32x4_t x = vld1q_f32(a + j);
+            s0 = grad4(x, p0 + j, d0 + j, w0, s0);
+            s1 = grad4(x, p1 + j, d1 + j, w1, s1);
+            s2 = grad4(x, p2 + j, d2 + j, w2, s2);
+            s3 = grad4(x, p3 + j, d3 + j, w3, s3);
+        }
+        float32x4_t r = hsum4x4(s0, s1, s2, s3);
+        if (j < n) {
+            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (; j < n; j++) {
+                t[0] += a[j] * p0[j];
+                t[1] += a[j] * p1[j];
+                t[2] += a[j] * p2[j];
+                t[3] += a[j] * p3[j];
+                d0[j] = fmaf(a[j], w0, d0[j]);
+                d1[j] = fmaf(a[j], w1, d1[j]);
+                d2[j] = fmaf(a[j], w2, d2[j]);
+                d3[j] = fmaf(a[j], w3, d3[j]);
+            }
+            r = vaddq_f32(r, vld1q_f32(t));
+        }
+        vst1q_f32(out + e, r);
+    }
+    for (; e < e1; e++) {
+        const float *p = Bm + (int64_t)idx[e] * ldb;
+        float *d = D + (int64_t)idx[e] * ldd;
+        float32x4_t s = vdupq_n_f32(0.0f);
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) s = grad4(vld1q_f32(a + j), p + j, d + j, val[e], s);
+        float r = vaddvq_f32(s);
+        for (; j < n; j++) {
+            r += a[j] * p[j];
+            d[j] = fmaf(a[j], val[e], d[j]);
+        }
+        out[e] = r;
+    }
+}
+
 #include "spmm_tiled.h"
 
 void pf_spmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
@@ -148,4 +207,9 @@ void pf_spmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t
 void pf_sddmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
                    const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out) {
     sp_sddmm(m0, m1, rows, N, ptr, idx, A, lda, B, ldb, rstep, out);
+}
+
+void pf_spgrad_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd) {
+    sp_spgrad(m0, m1, N, ptr, idx, val, A, lda, B, ldb, out, D, ldd);
 }

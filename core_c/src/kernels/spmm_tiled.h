@@ -17,7 +17,11 @@
  *   static inline void sp_row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
  *                                  const int32_t *restrict idx, const float *restrict a, const float *Bm,
  *                                  int64_t ldb);
- * out[e] (+)= dot(a[0:n], Bm[idx[e]*ldb + 0:n]) for e in [e0, e1).
+ * out[e] (+)= dot(a[0:n], Bm[idx[e]*ldb + 0:n]) for e in [e0, e1);
+ *   static inline void sp_row_grad(float *restrict out, float *restrict D, int64_t ldd, int64_t n, int32_t e0,
+ *                                  int32_t e1, const int32_t *restrict idx, const float *restrict val,
+ *                                  const float *restrict a, const float *restrict Bm, int64_t ldb);
+ * out[e] = dot(a[0:n], Bm[idx[e]*ldb + 0:n]) and D[idx[e]*ldd + 0:n] += val[e] * a[0:n] for e in [e0, e1).
  */
 #ifndef PRUNEFL_SPMM_TILED_H
 #define PRUNEFL_SPMM_TILED_H
@@ -61,6 +65,15 @@ static void sp_sddmm(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int3
                 sp_row_dots(out, r > 0 || n0 > 0, n, ptr[m], ptr[m + 1], idx, A + ((int64_t)m * rows + r) * lda + n0,
                             Bt, ldb);
         }
+}
+
+/* The fused linear backward: one pass over the kept weights of each sparse row (a linear layer's batch is short:
+ * the row of A stays in L1, the rows of B and D in L2). */
+static void sp_spgrad(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd) {
+    assert(m0 <= m1 && N >= 0);
+    for (int32_t m = m0; m < m1; m++)
+        sp_row_grad(out, D, ldd, N, ptr[m], ptr[m + 1], idx, val, A + (int64_t)m * lda, B, ldb);
 }
 
 #endif /* PRUNEFL_SPMM_TILED_H */
