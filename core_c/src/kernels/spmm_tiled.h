@@ -65,9 +65,11 @@ static inline __attribute__((always_inline)) void sp_strip(float *restrict c, in
     for (int q = 0; q < nv; q++) sp_store(c + SP_VL * q, sp_add(a[q], b[q]));
 }
 
-static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
-                                  const int32_t *restrict perm, const float *restrict val, const float *Bm,
-                                  int64_t ldb) {
+static inline __attribute__((always_inline)) void sp_row_strips(float *restrict c, int64_t n, int32_t e0, int32_t e1,
+                                                                const int32_t *restrict idx,
+                                                                const int32_t *restrict perm,
+                                                                const float *restrict val, const float *Bm,
+                                                                int64_t ldb) {
     int64_t j = 0;
     for (; j + SP_VL * SP_MAXV <= n; j += SP_VL * SP_MAXV)
         sp_strip(c + j, SP_MAXV, e0, e1, idx, perm, val, Bm + j, ldb);
@@ -84,6 +86,17 @@ static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int3
     }
     j += (int64_t)rest * SP_VL;
     if (j < n) sp_row_tail(c, j, n, e0, e1, idx, perm, val, Bm, ldb);
+}
+
+/* the product without a perm (W X) and with one (W^T D through the CSC view) compiled apart: no test of perm
+ * per nonzero */
+static inline void sp_row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
+                                  const int32_t *restrict perm, const float *restrict val, const float *Bm,
+                                  int64_t ldb) {
+    if (perm)
+        sp_row_strips(c, n, e0, e1, idx, perm, val, Bm, ldb);
+    else
+        sp_row_strips(c, n, e0, e1, idx, NULL, val, Bm, ldb);
 }
 
 /* dot(a[0:n], p[0:n]), in two accumulators */
