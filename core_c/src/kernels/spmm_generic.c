@@ -6,8 +6,9 @@
  * in one more strip, then 4 and scalar tails with the same operations in the same order.
  * SDDMM and the fused backward take eight nonzeros of a row at once: one load of the dense row of A serves
  * eight products, and one tree of pairwise sums reduces the eight accumulators. */
-/* built with -ffp-contract=off (CMakeLists.txt): a*b+c is a rounded product then a rounded sum, in every strip
- * and tail alike, whatever the compiler's inlining and vectorisation choices. */
+/* built with -ffp-contract=off (CMakeLists.txt): every a*b+c is vec_generic.h's fma8/fma4/fmas, one fused
+ * operation on x86 with FMA3 and a rounded product then a rounded sum elsewhere, in every strip and tail alike,
+ * whatever the compiler's inlining and vectorisation choices. */
 
 #include <assert.h>
 #include <stddef.h>
@@ -22,7 +23,7 @@ enum { SP_VL = 8, SP_MAXV = 4 };
 static inline v8 sp_zero(void) { return splat8(0.0f); }
 static inline v8 sp_load(const float *p) { return ld8(p); }
 static inline void sp_store(float *p, v8 v) { st8(p, v); }
-static inline v8 sp_fma(v8 acc, v8 x, float w) { return acc + splat8(w) * x; }
+static inline v8 sp_fma(v8 acc, v8 x, float w) { return fma8(splat8(w), x, acc); }
 static inline v8 sp_add(v8 x, v8 y) { return x + y; }
 
 #define W_(e) val[perm ? perm[e] : (e)]
@@ -37,20 +38,20 @@ static inline void sp_row_tail(float *restrict c, int64_t j, int64_t n, int32_t 
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * ld4(ROW_(e) + j);
-            b0 += splat4(W_(e + 1)) * ld4(ROW_(e + 1) + j);
+            a0 = fma4(splat4(W_(e)), ld4(ROW_(e) + j), a0);
+            b0 = fma4(splat4(W_(e + 1)), ld4(ROW_(e + 1) + j), b0);
         }
-        if (e < e1) a0 += splat4(W_(e)) * ld4(ROW_(e) + j);
+        if (e < e1) a0 = fma4(splat4(W_(e)), ld4(ROW_(e) + j), a0);
         st4(c + j, a0 + b0);
     }
     for (; j < n; j++) {
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f};
-            b0 += splat4(W_(e + 1)) * (v4){ROW_(e + 1)[j], 0.0f, 0.0f, 0.0f};
+            a0 = fma4(splat4(W_(e)), (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f}, a0);
+            b0 = fma4(splat4(W_(e + 1)), (v4){ROW_(e + 1)[j], 0.0f, 0.0f, 0.0f}, b0);
         }
-        if (e < e1) a0 += splat4(W_(e)) * (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f};
+        if (e < e1) a0 = fma4(splat4(W_(e)), (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f}, a0);
         c[j] = (a0 + b0)[0];
     }
 }
@@ -63,8 +64,8 @@ static inline float sp_hsum(v8 x) {
     const v4 y = fold8(x);
     return (y[0] + y[2]) + (y[1] + y[3]);
 }
-static inline v8 sp_fmav(v8 acc, v8 x, v8 y) { return acc + x * y; }
-static inline float sp_fmas(float acc, float x, float y) { return acc + x * y; }
+static inline v8 sp_fmav(v8 acc, v8 x, v8 y) { return fma8(x, y, acc); }
+static inline float sp_fmas(float acc, float x, float y) { return fmas(x, y, acc); }
 
 /* pairwise sums of x and y as AVX's hadd does them, in each half: {x0+x1, x2+x3, y0+y1, y2+y3, x4+x5, ...} */
 static inline v8 hadd8(v8 x, v8 y) {
@@ -88,22 +89,22 @@ static inline void sp_group_dots(float *restrict r, const float *const *p, const
     v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
     for (int64_t j = 0; j < n; j += 8) {
         const v8 x = ld8(a + j);
-        s0 += x * ld8(p[0] + j);
-        s1 += x * ld8(p[1] + j);
-        s2 += x * ld8(p[2] + j);
-        s3 += x * ld8(p[3] + j);
-        s4 += x * ld8(p[4] + j);
-        s5 += x * ld8(p[5] + j);
-        s6 += x * ld8(p[6] + j);
-        s7 += x * ld8(p[7] + j);
+        s0 = fma8(x, ld8(p[0] + j), s0);
+        s1 = fma8(x, ld8(p[1] + j), s1);
+        s2 = fma8(x, ld8(p[2] + j), s2);
+        s3 = fma8(x, ld8(p[3] + j), s3);
+        s4 = fma8(x, ld8(p[4] + j), s4);
+        s5 = fma8(x, ld8(p[5] + j), s5);
+        s6 = fma8(x, ld8(p[6] + j), s6);
+        s7 = fma8(x, ld8(p[7] + j), s7);
     }
     st8(r, hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7));
 }
 
 /* one 8-column step of a kept weight in the fused backward: its dot product, and its share of dX^T */
 static inline void grad8(v8 x, const float *p, float *d, float w, v8 *s) {
-    *s += x * ld8(p);
-    st8(d, ld8(d) + splat8(w) * x);
+    *s = fma8(x, ld8(p), *s);
+    st8(d, fma8(splat8(w), x, ld8(d)));
 }
 
 /* r[q] = dot(a[0:n], p[q][0:n]) and d[q][0:n] += w[q] * a[0:n] */

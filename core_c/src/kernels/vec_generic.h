@@ -24,4 +24,20 @@ static inline void st4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
 static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
 static inline v4 splat4(float x) { return (v4){x, x, x, x}; }
 
+/* a*b + c: one fused multiply-add where the target has one (x86 FMA3), else a rounded product and a rounded
+ * sum, in vectors and scalars alike, so that a file written on these rounds every lane and tail the same way
+ * whatever the compiler's contraction choices (compile such files with -ffp-contract=off). */
+#if defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+static inline v8 fma8(v8 a, v8 b, v8 c) { return (v8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+static inline v4 fma4(v4 a, v4 b, v4 c) { return (v4)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)c); }
+static inline float fmas(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+#else
+static inline v8 fma8(v8 a, v8 b, v8 c) { return a * b + c; }
+static inline v4 fma4(v4 a, v4 b, v4 c) { return a * b + c; }
+static inline float fmas(float a, float b, float c) { return a * b + c; }
+#endif
+
 #endif /* PRUNEFL_VEC_GENERIC_H */
