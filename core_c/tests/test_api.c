@@ -264,8 +264,30 @@ static void thread_counts_large(void) {
     for (int p = 0; p <= NP; p++) free(ref[p]);
 }
 
+/* A mask drawn at density d keeps round(d x size) weights; a threshold of d takes it sparse, though the float d
+ * times the size falls short of that count (0.1f x 15 = 1.50000002 < 2 kept). */
+static void threshold_rounding(void) {
+    const pf_layer_spec layers[] = {FLAT, LIN(5, 0)};
+    pf_net *net = NULL;
+    CHECK(pf_net_create(layers, 2, 3, 1, 1, &net, NULL, 0) == PF_OK, "net of 15 weights");
+    if (!net) return;
+    uint8_t m[15] = {0};
+    m[3] = m[11] = 1;
+    CHECK(pf_net_set_mask(net, 0, m, 15) == PF_OK, "mask");
+    CHECK(pf_net_set_sparse_threshold(net, 1, 0.1f) == PF_OK, "threshold");
+    pf_layer_info li;
+    pf_net_layer_info(net, 1, &li);
+    CHECK(li.is_sparse == 1, "2 of 15 kept at threshold 0.1 runs dense");
+    m[7] = 1; /* 3 kept: more than round(1.5) */
+    CHECK(pf_net_set_mask(net, 0, m, 15) == PF_OK, "mask");
+    pf_net_layer_info(net, 1, &li);
+    CHECK(li.is_sparse == 0, "3 of 15 kept at threshold 0.1 runs sparse");
+    pf_net_destroy(net);
+}
+
 int main(void) {
     creation_errors();
+    threshold_rounding();
     null_handle();
     call_errors();
     thread_counts();
