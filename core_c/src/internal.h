@@ -12,12 +12,6 @@
 
 #define PF_ERRMSG_LEN 256
 
-/*
- * A prunable layer's weight is the matrix W (M x K): linear (out, in); conv2d (out_c, in_c*kh*kw).
- * Dense mode: w, gw (M*K) and mom (M*K, allocated on first use of momentum) hold the state.
- * Sparse mode: CSR over kept weights: rowptr (M+1), col, and val/gval/vmom (nnz) hold the state; the CSC
- * view (colptr (K+1), row, perm; conv layers only) serves the transposed product. The mask (M*K bytes) exists in both modes.
- */
 /* A stride-1 convolution that can run directly on batch-innermost planes (no im2col): its input channels,
  * kernel, the padded input plane (hp x wp) and the output gradient padded by kernel-1-pad (qh x qw). */
 typedef struct pf_conv_geom {
@@ -25,6 +19,13 @@ typedef struct pf_conv_geom {
     int32_t c, kh, kw, hp, wp, oh, ow, qh, qw;
 } pf_conv_geom;
 
+/*
+ * A prunable layer's weight is the matrix W (M x K): linear (out, in); conv2d (out_c, in_c*kh*kw).
+ * Dense mode: w, gw (M*K) and mom (M*K, allocated on first use of momentum) hold the state.
+ * Sparse mode: CSR over kept weights: rowptr (M+1), col, and val/gval/vmom (nnz) hold the state; the CSC
+ * view (colptr (K+1), row, perm; conv layers only) serves the transposed product. The mask (M*K bytes) exists
+ * in both modes.
+ */
 typedef struct pf_weight {
     int32_t M, K;
     int64_t size;    /* M*K */

@@ -155,7 +155,8 @@ static void conv_backward_direct(pf_net *net, pf_layer *L, int32_t B, float *din
         pf_par_spmm(net, &op_t, wt->val, L->dtmp, L->aux);
         const int64_t plane = (int64_t)H * W;
         for (int32_t c = 0; c < C; c++)
-            transpose_out(L->aux + (int64_t)c * plane * B, B, plane, 0.0f, din + (int64_t)c * plane, (int64_t)C * plane);
+            transpose_out(L->aux + (int64_t)c * plane * B, B, plane, 0.0f, din + (int64_t)c * plane,
+                          (int64_t)C * plane);
     }
 }
 

@@ -53,7 +53,8 @@ static pf_status conv_offsets(const pf_weight *wt, csr_state *s) {
     return PF_OK;
 }
 
-/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with values from w_dense and momentum from mom_dense (NULL: zero). */
+/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with values from w_dense and momentum from
+ * mom_dense (NULL: zero). */
 static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float *w_dense, const float *mom_dense,
                            csr_state *s) {
     const int32_t M = wt->M, K = wt->K;

@@ -240,7 +240,8 @@ static void sparse_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int
     kv->spmm(m0, m1, 1, N, s.rowptr, s.col, NULL, s.val, B, ldb, 0, C1, ldc);
     double e = block_err(C1 + (int64_t)m0 * ldc, C0 + (int64_t)m0 * ldc, m1 - m0, N, ldc, tol(K));
     int same = untouched(C1, orig, M, ldc, m0, m1, N);
-    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e, same);
+    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e,
+           same);
     t[0].cases++;
     t[0].failed |= !(e <= 1.0 && same);
 
@@ -375,7 +376,8 @@ static void conv_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t C, int32
     kv->spmm(m0, m1, OH, N, s.rowptr, coff, NULL, s.val, X, batch, rstep, C1, N);
     double e = block_err(C1 + (int64_t)m0 * OH * N, C0 + (int64_t)m0 * OH * N, (int64_t)(m1 - m0) * OH, N, N, tol(K));
     int same = untouched(C1, orig, (int64_t)M * OH, N, (int64_t)m0 * OH, (int64_t)m1 * OH, N);
-    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e, same);
+    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e,
+           same);
     t[0].cases++;
     t[0].failed |= !(e <= 1.0 && same);
 
