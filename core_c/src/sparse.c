@@ -8,6 +8,7 @@
 typedef struct csr_state {
     int32_t *rowptr, *col, *colptr, *row, *perm;
     float *val, *gval, *vmom;
+    int32_t *coff, *toff, *chptr;
 } csr_state;
 
 static void csr_free(csr_state *s) {
@@ -19,10 +20,41 @@ static void csr_free(csr_state *s) {
     free(s->val);
     free(s->gval);
     free(s->vmom);
+    free(s->coff);
+    free(s->toff);
+    free(s->chptr);
     memset(s, 0, sizeof *s);
 }
 
-/* Builds CSR + CSC of `mask` with values from w_dense and momentum from mom_dense (NULL: zero). */
+/* The direct convolution's offsets of every kept weight (c, i, j) of output channel m (see pf_conv_geom):
+ * into the padded input plane, coff = (c*hp + i)*wp + j, and into the padded output gradient for the
+ * transposed product, toff = (m*qh + kh-1-i)*qw + kw-1-j; chptr[c] = the first CSC entry of channel c. */
+static pf_status conv_offsets(const pf_weight *wt, csr_state *s) {
+    const pf_conv_geom *g = &wt->conv;
+    if (!g->ok) return PF_OK;
+    const int32_t kk = g->kh * g->kw, nnz = s->rowptr[wt->M];
+    const size_t n_alloc = (size_t)(nnz > 0 ? nnz : 1);
+    s->coff = malloc(n_alloc * sizeof(int32_t));
+    s->toff = malloc(n_alloc * sizeof(int32_t));
+    s->chptr = malloc(((size_t)g->c + 1) * sizeof(int32_t));
+    if (!s->coff || !s->toff || !s->chptr) {
+        csr_free(s);
+        return PF_ERR_NOMEM;
+    }
+    for (int32_t e = 0; e < nnz; e++) {
+        const int32_t k = s->col[e], c = k / kk, i = k % kk / g->kw, j = k % g->kw;
+        s->coff[e] = (c * g->hp + i) * g->wp + j;
+    }
+    for (int32_t q = 0; q < nnz; q++) {
+        const int32_t k = s->col[s->perm[q]], i = k % kk / g->kw, j = k % g->kw;
+        s->toff[q] = (s->row[q] * g->qh + g->kh - 1 - i) * g->qw + g->kw - 1 - j;
+    }
+    for (int32_t c = 0; c <= g->c; c++) s->chptr[c] = s->colptr[c * kk];
+    return PF_OK;
+}
+
+/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with values from w_dense and momentum from
+ * mom_dense (NULL: zero). */
 static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float *w_dense, const float *mom_dense,
                            csr_state *s) {
     const int32_t M = wt->M, K = wt->K;
@@ -31,14 +63,18 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
     const size_t n_alloc = (size_t)(nnz > 0 ? nnz : 1);
     memset(s, 0, sizeof *s);
     s->rowptr = malloc(((size_t)M + 1) * sizeof(int32_t));
-    s->colptr = calloc((size_t)K + 1, sizeof(int32_t));
     s->col = malloc(n_alloc * sizeof(int32_t));
-    s->row = malloc(n_alloc * sizeof(int32_t));
-    s->perm = malloc(n_alloc * sizeof(int32_t));
     s->val = malloc(n_alloc * sizeof(float));
     s->gval = calloc(n_alloc, sizeof(float));
     s->vmom = calloc(n_alloc, sizeof(float));
-    if (!s->rowptr || !s->colptr || !s->col || !s->row || !s->perm || !s->val || !s->gval || !s->vmom) {
+    int okay = s->rowptr && s->col && s->val && s->gval && s->vmom;
+    if (okay && wt->csc) {
+        s->colptr = calloc((size_t)K + 1, sizeof(int32_t));
+        s->row = malloc(n_alloc * sizeof(int32_t));
+        s->perm = malloc(n_alloc * sizeof(int32_t));
+        okay = s->colptr && s->row && s->perm;
+    }
+    if (!okay) {
         csr_free(s);
         return PF_ERR_NOMEM;
     }
@@ -52,11 +88,12 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
             s->col[e] = k;
             s->val[e] = wrow[k];
             if (mom_dense) s->vmom[e] = mom_dense[(int64_t)m * K + k];
-            s->colptr[k + 1]++;
+            if (s->colptr) s->colptr[k + 1]++;
             e++;
         }
     }
     s->rowptr[M] = e;
+    if (!wt->csc) return PF_OK;
     for (int32_t k = 0; k < K; k++) s->colptr[k + 1] += s->colptr[k];
     /* counting sort of the CSR entries by column: rows come out ascending within each column */
     int32_t *fill = malloc(((size_t)K + 1) * sizeof(int32_t));
@@ -72,7 +109,7 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
             s->perm[slot] = q;
         }
     free(fill);
-    return PF_OK;
+    return conv_offsets(wt, s);
 }
 
 /* dense (size) = the CSR values vals placed at their positions, zero elsewhere */
@@ -121,6 +158,9 @@ static void adopt_csr(pf_weight *wt, csr_state *s) {
     wt->val = s->val;
     wt->gval = s->gval;
     wt->vmom = s->vmom;
+    wt->coff = s->coff;
+    wt->toff = s->toff;
+    wt->chptr = s->chptr;
 }
 
 static void current_csr(const pf_weight *wt, csr_state *s) {
@@ -132,6 +172,9 @@ static void current_csr(const pf_weight *wt, csr_state *s) {
     s->val = wt->val;
     s->gval = wt->gval;
     s->vmom = wt->vmom;
+    s->coff = wt->coff;
+    s->toff = wt->toff;
+    s->chptr = wt->chptr;
 }
 
 pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_sparse) {
@@ -178,6 +221,7 @@ pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_spa
         csr_free(&old);
         wt->rowptr = wt->col = wt->colptr = wt->row = wt->perm = NULL;
         wt->val = wt->gval = wt->vmom = NULL;
+        wt->coff = wt->toff = wt->chptr = NULL;
         free(wt->w);
         free(wt->mom);
         wt->w = wd;

@@ -135,7 +135,8 @@ PF_API pf_status pf_net_get_mask(pf_net *net, int32_t param, uint8_t *out, int64
 /* Set a weight's mask. Newly pruned weights become zero with zero momentum; newly kept weights start at
  * zero with zero momentum (set their values afterwards). Chooses the layer's dense/sparse path. */
 PF_API pf_status pf_net_set_mask(pf_net *net, int32_t param, const uint8_t *in, int64_t n);
-/* Density at or below which a layer runs sparse (in [0, 1]); per layer, from measurement. */
+/* Density at or below which a layer runs sparse (in [0, 1]); per layer, from measurement. The comparison is in
+ * weights, rounded: sparse when kept <= density x size + 1/2 (a mask drawn at that density qualifies). */
 PF_API pf_status pf_net_set_sparse_threshold(pf_net *net, int32_t layer, float density);
 /* Reset all momentum buffers to zero (e.g. at the start of a round). */
 PF_API pf_status pf_net_reset_momentum(pf_net *net);
