@@ -48,7 +48,6 @@ from prunefl_common.errors import ExitCode, InputError
 log = logging.getLogger("prunefl-coord")
 
 
-
 @dataclass
 class CoordOptions(RunOptions):
     """A federation over MQTT: the shared run options (their coordinator defaults below) and the broker's."""

@@ -40,7 +40,6 @@ from prunefl_common.time_model import ProfileError, TimeModel, load_profile, spa
 log = logging.getLogger("prunefl-sim")
 
 
-
 @dataclass
 class SimOptions(RunOptions):
     """Everything a simulation run needs; the flags and the TOML keys are these field names."""

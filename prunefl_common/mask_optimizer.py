@@ -56,10 +56,14 @@ def removal_candidates(magnitudes: np.ndarray, delta: float, ties: str = "keep")
 
 
 def _stay_set(mask: np.ndarray, w: np.ndarray, delta: float, ties: str) -> np.ndarray:
-    """The kept weights that stay (flat bool): all but the removal candidates. With ``ties="keep"`` no index array
-    is built: the cut magnitude from a partition of the kept |w| (float32), then ``|w| >= thr`` at kept positions."""
+    """The kept weights that stay (flat bool): all but the removal candidates. ``w``: the layer's weights, dense
+    (flat, the mask's size) or its kept values in mask order. With ``ties="keep"`` no index array is built: the cut
+    magnitude from an in-place partition of one float32 copy of the kept |w|, then ``|w| >= thr`` where kept."""
     s = mask.copy()
     n_kept = int(np.count_nonzero(mask))
+    kept_values = w.size == n_kept and (w.size != mask.size or n_kept == mask.size)
+    if not kept_values and w.size != mask.size:
+        raise MaskOptimizerError(f"weights: {w.size} values for a mask of {mask.size} keeping {n_kept}")
     n_dec = int(delta * n_kept)
     if n_dec <= 0:
         return s
@@ -67,13 +71,19 @@ def _stay_set(mask: np.ndarray, w: np.ndarray, delta: float, ties: str) -> np.nd
         s[:] = False
         return s
     if ties == "keep":
-        mags = np.abs(w[mask].astype(np.float32, copy=False))
-        thr = np.partition(mags, n_dec)[n_dec]
+        # one float32 copy of the kept |w|, then in place
+        mags = w.astype(np.float32, copy=True) if kept_values else w[mask].astype(np.float32, copy=False)
+        np.abs(mags, out=mags)
+        mags.partition(n_dec)
+        thr = mags[n_dec]
         del mags
-        s &= (w >= thr) | (w <= -thr)  # |w| >= thr without a float copy of every weight
+        if kept_values:
+            s[mask] = (w >= thr) | (w <= -thr)
+        else:
+            s &= (w >= thr) | (w <= -thr)  # |w| >= thr without a float copy of every weight
         return s
     kept_idx = np.flatnonzero(mask)
-    mags = np.abs(np.asarray(w, dtype=np.float32)[kept_idx])
+    mags = np.abs(np.asarray(w if kept_values else w[kept_idx], dtype=np.float32))
     s[kept_idx[removal_candidates(mags, delta, ties)]] = False
     return s
 
@@ -129,7 +139,8 @@ def optimize_masks(
     """Choose new masks for the prunable layers.
 
     importance: z per weight (>= 0), one array per prunable layer, pruned positions included.
-    weights:    current values (only |w| at kept positions is used).
+    weights:    current values, dense (the mask's shape) or the kept values in mask order (only |w| at kept
+                positions is used: an edge passes what its network holds, without a dense copy).
     masks:      current masks (bool), one per prunable layer.
     costs:      per layer, ``a_l + b``: the round time per kept weight (compute + communication), >= 0.
     intercept:  c, the per-round constant time (> 0 unless some cost is positive).
@@ -141,7 +152,12 @@ def optimize_masks(
     """
     shapes = [tuple(np.shape(m)) for m in masks]
     _check("importance", importance, shapes)
-    _check("weights", weights, shapes)
+    if len(weights) != len(shapes):
+        raise MaskOptimizerError(f"weights: expected {len(shapes)} layers, got {len(weights)}")
+    for i, (w, sh) in enumerate(zip(weights, shapes, strict=True)):  # dense of the mask's shape, or kept values
+        if tuple(np.shape(w)) != tuple(sh) and np.ndim(w) != 1:
+            raise MaskOptimizerError(f"weights[{i}]: shape {np.shape(w)} is neither the mask's {sh} nor a vector "
+                                     "of kept values")
     if len(costs) != len(shapes):
         raise MaskOptimizerError(f"costs: expected {len(shapes)} values, got {len(costs)}")
     cost = np.asarray(costs, dtype=np.float64)

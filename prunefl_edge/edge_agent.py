@@ -28,7 +28,6 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +109,8 @@ class EdgeAgent:
         self.stop_event = threading.Event()
         self.memory = PhasePeaks()  # peak RSS (MiB) per phase, announced in the status
         self._heap = HeapReturn()
-        self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
+        # the start of the last round executed: batch position, importance and its version and samples
+        self._round_start: dict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None, int, int]] = {}
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
                          "messages_dropped": 0, "bytes_duplicate": 0,
                          "bytes_foreign": 0, "state_save_failures": 0}
@@ -275,19 +275,21 @@ class EdgeAgent:
         self._announce()
 
     def _rewind_or_snapshot(self, trainer: Trainer, key: tuple[int, str]) -> None:
-        """A task for a round this edge already executed (the coordinator restarted from its checkpoint) runs
-        from the same batch position and importance as the first time, so the resumed run equals an
-        uninterrupted one."""
+        """A task for the round this edge executed last (the coordinator restarted from its checkpoint, which is
+        at most one round behind) runs from the same batch position and importance as the first time, so the
+        resumed run equals an uninterrupted one. One snapshot only: during an importance window it holds a copy
+        of the dense z, the largest buffer of an edge at low density."""
         if key in self._round_start:
-            stream, imp = self._round_start[key]
+            stream, imp, version, samples = self._round_start[key]
             trainer.stream.load(stream)
             trainer.importance = None if imp is None else [z.copy() for z in imp]
+            trainer.importance_version, trainer.importance_samples = version, samples
             log.info("round %d (%s) again: rewound to the batch position it started from", *key)
             return
+        self._round_start.clear()  # (before the copy: never two of them)
         imp = trainer.importance
-        self._round_start[key] = (trainer.stream.state(), None if imp is None else [z.copy() for z in imp])
-        while len(self._round_start) > 3:
-            self._round_start.popitem(last=False)
+        self._round_start[key] = (trainer.stream.state(), None if imp is None else [z.copy() for z in imp],
+                                  trainer.importance_version, trainer.importance_samples)
 
     def _publish_result(self, data: bytes) -> None:
         for part in split_message(data, self.cfg.max_payload_bytes, federation=self.cfg.federation,

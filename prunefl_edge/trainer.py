@@ -361,7 +361,8 @@ class Trainer:
                     else:
                         self.net.add_importance(z, 1.0)
                 if start_pass is not None and (i - start_pass) % cfg.reconfig_interval == 0:
-                    weights = self.net.get_weights()
+                    # the kept values, not a dense copy: |w| at kept positions is all the choice reads
+                    weights = self.net.get_weights() if shadow is not None else self.net.get_kept_values()
                     if shadow is not None:
                         for p in self.weight_params:
                             shadow[p][self.masks[p]] = weights[p][self.masks[p]]
