@@ -5,7 +5,7 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo pi-wheels bench clean
+.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo pi-wheels dists bench clean
 .DEFAULT_GOAL := help
 
 help:
@@ -13,6 +13,7 @@ help:
 	@echo "make test   - the whole test suite: C (native, ASan+UBSan, valgrind, aarch64 and armhf under qemu, portable)"
 	@echo "              and Python (native, and end to end on the ASan+UBSan and portable builds)"
 	@echo "make pi-wheels - the prunefl-edge wheels for 64- and 32-bit Raspberry Pi OS, cross-built in dist/"
+	@echo "make dists  - this machine's prunefl-edge wheel and the prunefl-coordinator wheel, in dist/"
 	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
 
 deps:
@@ -83,6 +84,14 @@ demo: deps  # starts afresh each time (prunefl-coord itself refuses to overwrite
 
 pi-wheels: deps  # the wheels a Raspberry Pi installs, cross-built here (dist/aarch64, dist/armhf)
 	firmware_scripts/cross_build.sh --arch all --python $(PY)
+
+dists: deps  # the two distributions for this machine: the device (prunefl-edge) and the server (prunefl-coordinator)
+	for kind in edge coordinator; do \
+	    packaging/stage.sh $$kind $(BUILD)/stage-$$kind >/dev/null && \
+	    $(PY) -m pip wheel --quiet --no-deps --wheel-dir dist $(BUILD)/stage-$$kind -C build-dir=$(BUILD)/wheel-$$kind \
+	    || exit 1; \
+	done
+	ls dist/*.whl
 
 bench: deps
 	$(PY) bench/bench_core.py --json runs/bench_core.json

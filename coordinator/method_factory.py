@@ -8,7 +8,7 @@ import numpy as np
 
 from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.run_options import RunOptions, UsageError
-from coordinator.server import Method
+from coordinator.strategy import Method
 from prunefl_common.model_spec import ModelSpec
 
 
@@ -29,7 +29,8 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
     if m in ("prunefl", "adaptive-only"):
         return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
                        importance_window=opts.importance_window, max_density=opts.max_density,
-                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes)
+                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes,
+                       importance_top=opts.importance_top if opts.importance_upload == "sparse" else None)
     if m == "fedavg":
         return FedAvg()
     if m == "snip":

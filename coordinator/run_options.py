@@ -36,6 +36,9 @@ class RunOptions:
     eval_every: int = 10
     reconfig_interval: int = 50
     importance_window: int | None = None
+    importance_upload: str = "sparse"  # "sparse": kept positions + the top pruned z; "dense": every position
+    importance_top: float = 1.0  # sparse: pruned positions sent per layer, as a multiple of its kept count (raised
+    # by PruneFL when a reconfiguration regrows close to it)
     max_density: float | None = None
     target_density: float = 0.13  # snip / imp
     imp_steps: int = 20
@@ -85,6 +88,12 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
                                                          f"{d.reconfig_interval})")
     g.add_argument("--importance-window", type=int, help="rounds before a reconfiguration in which clients "
                                                          "accumulate importance (default: the whole interval)")
+    g.add_argument("--importance-upload", choices=("sparse", "dense"),
+                   help=f"what clients upload for a reconfiguration: z at kept positions plus the largest z at "
+                        f"pruned ones (sparse), or every position (dense, for checking) "
+                        f"(default {d.importance_upload})")
+    g.add_argument("--importance-top", type=float, help=f"sparse upload: pruned positions per layer, as a fraction "
+                                                        f"of its kept weights (default {d.importance_top})")
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
     g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
@@ -147,6 +156,9 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (o.lr > 0, "--lr must be positive"), (o.local_steps > 0, "--local-steps must be positive"),
               (o.batch_size > 0, "--batch-size must be positive"), (o.eval_every > 0, "--eval-every > 0"),
               (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
+              (o.importance_upload in ("sparse", "dense"), "--importance-upload must be sparse or dense"),
+              (isinstance(o.importance_top, int | float) and 0 <= o.importance_top <= 1e6,
+               "--importance-top must be a number >= 0"),
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),

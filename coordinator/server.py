@@ -2,13 +2,13 @@
 
 Per round: select K of the available clients (seeded), ask the method for the round's training config, send
 each selected client its task (the kept weights, and the mask in full, as a change, or not at all depending
-on the mask version the client holds), gather results until the deadline, drop stale or duplicate ones,
-let the method aggregate, let it reconfigure the mask, account simulated time and bytes, evaluate every
-``eval_every`` rounds, and emit one metrics record.
+on the mask version the client holds), gather results until the deadline, drop stale, duplicate or invalid ones,
+sum the importance they carry, let the method aggregate and reconfigure, apply what it returns, account simulated
+time and bytes, evaluate every ``eval_every`` rounds, and emit one metrics record.
 
-The method object (Flower's ``Strategy``) holds the algorithm: ``setup`` (initial pruning, SNIP ...),
-``configure_round``, ``aggregate_round``, ``maybe_reconfigure``. It sees the :class:`Coordinator` only
-through :meth:`Coordinator.run_tasks`, the state, the model description and the time model.
+The method (:mod:`coordinator.strategy`, Flower's ``Strategy``) holds the algorithm and returns plans, weights
+and masks; it is handed a read-only :class:`~coordinator.strategy.RoundView`. Only this loop talks to the
+transport and writes the state.
 """
 
 from __future__ import annotations
@@ -17,17 +17,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from coordinator.aggregation import aggregate_results, kept_index, split_fresh
+from coordinator.aggregation import kept_index, split_fresh
+from coordinator.client_ledger import ClientLedger
 from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
 from coordinator.state import GlobalState
 from coordinator.stragglers import StragglerPolicy, eligible, forget_returned, read_book, record_round
-from coordinator.transport import ClientFailure, Gathered, Transport
-from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
+from coordinator.strategy import Method, RoundView, SetupStep, Update
+from coordinator.transport import Gathered, Transport
+from prunefl_common.importance import accumulate
+from prunefl_common.mask_delta import mask_delta
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainResult, kept_values
 from prunefl_common.model_spec import ModelSpec
 from prunefl_common.time_model import TimeModel
 
@@ -58,19 +62,6 @@ def link_time_per_weight(results: Sequence[TrainResult], round_trip_s: dict[str,
     return float(np.median(links)) if links else None
 
 
-class Method(Protocol):
-    name: str
-
-    def setup(self, coord: Coordinator) -> None: ...
-
-    def configure_round(self, coord: Coordinator, round_index: int) -> TrainConfig: ...
-
-    def aggregate_round(self, coord: Coordinator, results: list[TrainResult], failures: list[ClientFailure]) -> None:
-        ...
-
-    def maybe_reconfigure(self, coord: Coordinator, round_index: int) -> dict[int, np.ndarray] | None: ...
-
-
 class Coordinator:
     def __init__(self, transport: Transport, method: Method, state: GlobalState, spec: ModelSpec,
                  config: ServerConfig, time_model: TimeModel, evaluator: Evaluator | None = None,
@@ -88,8 +79,7 @@ class Coordinator:
         self.weight_params = [i for i, p in enumerate(pshapes) if p.prunable]
         self.layer_names = [spec.layer_name(pshapes[p].layer) for p in self.weight_params]
         self.sizes = {p: pshapes[p].size for p in self.weight_params}
-        self.client_version: dict[str, int] = {}  # mask version each client holds (-1: none / unknown)
-        self._comebacks: dict[str, int] = {}  # the transport's count of each client's returns, when last looked at
+        self.ledger = ClientLedger()
         self._mask_history: dict[int, dict[int, np.ndarray]] = {state.mask_version: state.masks}
         # kept values of the weights sent in tasks, for (that weights list itself, mask version): an `is` test, not
         # id(), whose number a later list may reuse
@@ -99,9 +89,18 @@ class Coordinator:
         self._wall0 = time.perf_counter()
         self._stage_bytes = (0, 0)
 
-    # ---- helpers for methods ---------------------------------------------------------------------------
+    # ---- what methods see, and what the loop does with what they return ------------------------------------
     def kept_counts(self) -> list[int]:
         return self.state.kept(self.weight_params)
+
+    def view(self) -> RoundView:
+        st = self.state
+        avail = self.transport.available_clients()
+        return RoundView(round=st.round, weights=st.weights, masks=st.masks, mask_version=st.mask_version,
+                         importance=st.importance, kept_index=self._kept_index(), weight_params=self.weight_params,
+                         shapes=self.shapes, sizes=self.sizes, num_classes=self.spec.num_classes, config=self.config,
+                         time_model=self.time_model, available=avail,
+                         client_info={c: self.transport.client_info(c) for c in avail}, extra=st.extra)
 
     def install_masks(self, masks: dict[int, np.ndarray]) -> None:
         """New global masks (a new mask version); clients get the change with their next task."""
@@ -111,22 +110,35 @@ class Coordinator:
             del self._mask_history[v]
         self._values_cache = None
 
-    def _mask_update(self, client_id: str) -> MaskUpdate:
-        from prunefl_common.mask_delta import mask_delta
+    def apply(self, update: Update) -> None:
+        """What a method returned, into the state (and the metrics, when it asks for a record)."""
+        st = self.state
+        if update.weights is not None:
+            st.weights = [np.asarray(w, np.float32) for w in update.weights]
+        if update.masks is not None:
+            self.install_masks(update.masks)
+        if update.reset_importance:
+            st.importance = None
+        st.sim_time_s += update.sim_time_s
+        st.extra.update(update.extra)
+        for cid in update.forget_masks:
+            self.ledger.forget(cid)
+        if update.record is not None:
+            loss, acc = self.evaluate() if update.evaluate else (None, None)
+            self.record(**{"accuracy": acc, "loss": loss, **update.record})
 
+    def _mask_update(self, client_id: str) -> MaskUpdate:
         cur = self.state.mask_version
-        held = self.client_version.get(client_id, -1)
-        back = self.transport.comebacks(client_id)
-        if back != self._comebacks.get(client_id, 0):
-            # back from offline (a restart, a healed partition): if the version it announces is not the one
-            # believed (its state was saved before its last task, or it ran a queued task), the full mask, which
+        held = self.ledger.version(client_id)
+        if client_id in self.ledger.returned:
+            # back from offline: if the version it announces is not the one believed, the full mask, which
             # applies whatever it holds, instead of a change it would reject and lose the round for
-            self._comebacks[client_id] = back
             announced = self.transport.client_info(client_id).get("mask_version")
             if announced != held:
                 log.info("%s is back holding mask version %s, not %d: it gets the full mask", client_id, announced,
                          held)
-                held = self.client_version[client_id] = -1
+                self.ledger.forget(client_id)
+                held = self.ledger.version(client_id)
         if held == cur:
             return MaskUpdate(cur)
         if held in self._mask_history:
@@ -145,11 +157,9 @@ class Coordinator:
             self._index_cache = (self.state.mask_version, kept_index(self.state.masks))
         return self._index_cache[1]
 
-    def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any) -> Gathered:
-        """Send one task per client (current weights and mask) and gather the answers; counts bytes.
-
-        Training and gradient tasks are gathered within the round deadline; initial pruning (minutes of local
-        training) without one."""
+    def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any, deadline: bool = True) -> Gathered:
+        """Send one task per client (current weights and mask) and gather the answers within the round deadline
+        (``deadline`` False: without one, for initial pruning's minutes of local training); counts bytes."""
         r = self.state.round
         values = self._values()
         sent = []
@@ -157,36 +167,21 @@ class Coordinator:
             task = Task(r, kind, self._mask_update(cid), values, config)
             self.state.bytes_down += self.transport.send(cid, task)
             sent.append(cid)
-        deadline = None if kind == TaskKind.INITIAL_PRUNE else self.config.deadline_s
-        got = self.transport.gather(sent, r, deadline)
+        got = self.transport.gather(sent, r, self.config.deadline_s if deadline else None)
+        got.sent_to = sent
         for f in got.failures:
             # a client that did not answer may still run the task later (a partition heals, a slow link
             # delivers), so it holds either its old mask version or the task's: when those differ, the next
             # task carries the full mask, which applies to both
-            unsure = f.reason in ("timeout", "disconnected") and self.client_version.get(f.client_id, -1) != \
+            unsure = f.reason in ("timeout", "disconnected") and self.ledger.version(f.client_id) != \
                 self.state.mask_version
             if f.needs_full_mask or unsure:
-                self.client_version[f.client_id] = -1
+                self.ledger.forget(f.client_id)
         for res in got.results:
             if res.round == r:
-                self.client_version[res.client_id] = res.mask_version
+                self.ledger.holds(res.client_id, res.mask_version)
         self.state.bytes_up += got.bytes_up
         return got
-
-    def forget_client_mask(self, client_id: str) -> None:
-        self.client_version[client_id] = -1
-
-    def aggregate(self, results: list[TrainResult]) -> None:
-        """FedAvg of sparse increments into the state (results already checked fresh)."""
-        if len(results) < self.config.min_clients:
-            log.warning("round %d: %d results (< %d): weights unchanged", self.state.round, len(results),
-                        self.config.min_clients)
-            return
-        try:
-            self.state.weights = aggregate_results(self.state.weights, self.state.masks, results,
-                                                   self.state.round, self.state.mask_version, self._kept_index())
-        except ValueError as e:  # e.g. an overflow to Inf: keep the last good weights
-            log.error("round %d: aggregation failed (%s): weights unchanged", self.state.round, e)
 
     def densities(self) -> dict[str, float]:
         return {name: float(np.count_nonzero(self.state.masks[p]) / self.sizes[p])
@@ -214,7 +209,15 @@ class Coordinator:
 
     # ---- the loop --------------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.method.setup(self)
+        """The method's steps before round 0 (initial pruning, SNIP's gradients, a given mask)."""
+        self.ledger.observe(self.transport.available_clients(), self.transport.comebacks)
+        step: SetupStep | None = self.method.setup(self.view())
+        got = None
+        if step is not None:
+            clients = list(step.clients) if step.clients is not None else select_clients(
+                self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
+            got = self.run_tasks(clients, step.kind, step.config, step.deadline)
+        self.apply(self.method.finish_setup(self.view(), got))
 
     def run_round(self) -> dict[str, Any]:
         st, cfg = self.state, self.config
@@ -223,12 +226,12 @@ class Coordinator:
         # an edge benched for missing the deadline is left out, as long as half of K (and min_clients) remain; one
         # that went offline meanwhile starts afresh when it is back (a partition healed, a link fixed)
         book = read_book(st.extra)
-        forget_returned(book, available, self.transport.comebacks)
+        forget_returned(book, available, self.ledger.observe(available, self.transport.comebacks))
         pool, benched = eligible(book, available, r, max(cfg.min_clients, (cfg.clients_per_round + 1) // 2))
         clients = select_clients(st.rng, pool, cfg.clients_per_round)
         if not clients:
             raise RuntimeError("no client is available")
-        train_cfg = self.method.configure_round(self, r)
+        train_cfg = self.method.configure_round(self.view())
         kept_during = self.kept_counts()
         got = self.run_tasks(clients, TaskKind.TRAIN, train_cfg)
         results = [x for x in got.results if isinstance(x, TrainResult)]
@@ -245,12 +248,15 @@ class Coordinator:
                 log.warning("round %d: rejected the result of %s: %s", r, res.client_id, why)
         for res, why in rejected:
             log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
-        self.method.aggregate_round(self, fresh, got.failures)
+        self.apply(self.method.aggregate_round(self.view(), fresh, got.failures))
+        for res in fresh:
+            if res.importance is not None:
+                st.importance = accumulate(st.importance, res.importance, self._kept_index(), self.shapes)
         st.sim_time_s += self.time_model.round_time(kept_during)
-        new_masks = self.method.maybe_reconfigure(self, r)
-        reconfigured = new_masks is not None
-        if new_masks is not None:
-            self.install_masks(new_masks)
+        change = self.method.reconfigure(self.view())
+        reconfigured = change is not None and change.masks is not None
+        if change is not None:
+            self.apply(change)
         loss = acc = None
         if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
             loss, acc = self.evaluate()
@@ -263,7 +269,7 @@ class Coordinator:
         if cfg.stragglers.misses > 0:
             in_time = {res.client_id for res in results if res.round == r}
             timed_out = [f.client_id for f in got.failures if f.reason == "timeout"]
-            for c, until in record_round(book, cfg.stragglers, r, timed_out, in_time, self.transport.comebacks).items():
+            for c, until in record_round(book, cfg.stragglers, r, timed_out, in_time).items():
                 log.warning("round %d: %s missed the deadline %d rounds in a row: left out of selection until round "
                             "%d", r, c, book[c]["misses"], until)
             st.extra["stragglers"] = book

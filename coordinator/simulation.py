@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.server import Coordinator, Method, ServerConfig
+from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState
+from coordinator.strategy import Method
 from coordinator.transport_inproc import InProcTransport
 from prunefl_common.model_spec import ModelSpec
 from prunefl_common.time_model import TimeModel

@@ -2,16 +2,16 @@
 while, so that rounds stop waiting the whole deadline for it. Each further miss in a row (it is tried again when its
 bench ends) doubles the bench, up to a cap; one result in time clears its record.
 
-The record is a JSON-serialisable dict ``{edge id: {"misses": n, "benches": n, "until": round, "back": n}}`` kept
-in the global state's ``extra`` (checkpointed with it, so ``--resume`` keeps it); ``back`` is the transport's count
-of the edge's returns from offline when the entry was last seen. Only deadline misses count: an edge that goes
-offline (its Last Will) is not chosen anyway, and a rejection or an invalid result is not slowness. An edge that
-went offline and came back (a partition healed, a restart) starts with a clean record: see :func:`forget_returned`.
+The record is a JSON-serialisable dict ``{edge id: {"misses": n, "benches": n, "until": round}}`` kept in the
+global state's ``extra`` (checkpointed with it, so ``--resume`` keeps it). Only deadline misses count: an edge that
+goes offline (its Last Will) is not chosen anyway, and a rejection or an invalid result is not slowness. An edge
+that went offline and came back (a partition healed, a restart; :class:`coordinator.client_ledger.ClientLedger`
+tells) starts with a clean record: see :func:`forget_returned`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ def read_book(extra: dict[str, Any]) -> Book:
     book = extra.get("stragglers")
     if not isinstance(book, dict):
         return {}
-    keys = ("misses", "benches", "until", "back")
+    keys = ("misses", "benches", "until")  # (checkpoints of earlier versions also hold "back": ignored)
     return {str(c): {k: int(e[k]) for k in keys} for c, e in book.items()
             if isinstance(e, dict) and all(isinstance(e.get(k), int) for k in keys)}
 
@@ -51,19 +51,15 @@ def eligible(book: Book, available: Iterable[str], round_index: int, keep: int) 
     return pool, benched
 
 
-def forget_returned(book: Book, available: Collection[str], comebacks: Callable[[str], int]) -> None:
-    """Drop the records of edges offline now or back from offline since their record was written. A count lower
-    than the recorded one means a restarted coordinator (counting afresh): the record stays, with the new count."""
+def forget_returned(book: Book, available: Collection[str], returned: Collection[str]) -> None:
+    """Drop the records of edges offline now or back from offline since the previous round."""
     for c in list(book):
-        back = comebacks(c)
-        if c not in available or back > book[c]["back"]:
+        if c not in available or c in returned:
             del book[c]
-        else:
-            book[c]["back"] = back
 
 
 def record_round(book: Book, policy: StragglerPolicy, round_index: int, timed_out: Iterable[str],
-                 in_time: Iterable[str], comebacks: Callable[[str], int] = lambda _c: 0) -> dict[str, int]:
+                 in_time: Iterable[str]) -> dict[str, int]:
     """Update ``book`` after a round; returns the edges benched now, with the round their bench ends (exclusive)."""
     for c in in_time:
         book.pop(c, None)
@@ -71,7 +67,7 @@ def record_round(book: Book, policy: StragglerPolicy, round_index: int, timed_ou
     if policy.misses <= 0:
         return newly
     for c in sorted(set(timed_out)):
-        e = book.setdefault(c, {"misses": 0, "benches": 0, "until": 0, "back": comebacks(c)})
+        e = book.setdefault(c, {"misses": 0, "benches": 0, "until": 0})
         e["misses"] += 1
         if e["misses"] >= policy.misses:
             e["until"] = round_index + 1 + policy.bench_length(e["benches"])

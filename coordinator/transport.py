@@ -31,6 +31,7 @@ class Gathered:
     # per client whose result is in ``results``: seconds from sending its task to its result's arrival, when the
     # transport knows (the link's share is this minus the client's reported compute time)
     round_trip_s: dict[str, float] = field(default_factory=dict)
+    sent_to: list[str] = field(default_factory=list)  # the clients the tasks went to (filled by the server loop)
 
 
 class Transport(ABC):

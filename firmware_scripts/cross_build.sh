@@ -77,7 +77,9 @@ for arch in "${ARCHES[@]}"; do
     rm -rf "$out" && mkdir -p "$out"
     note "$arch: building the wheel (C core cross-compiled with $triple-gcc, portable kernels + NEON where the ISA has it)"
     # sysconfig.get_platform() follows _PYTHON_HOST_PLATFORM, and scikit-build-core tags the wheel with it
-    _PYTHON_HOST_PLATFORM=$platform "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$out" "$SRC" \
+    # the device distribution only (prunefl_common + prunefl_edge + the C core): no coordinator on a Pi
+    staged=$("$SRC/packaging/stage.sh" edge "$SRC/build/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
+    _PYTHON_HOST_PLATFORM=$platform "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$out" "$staged" \
         -C "cmake.args=-DCMAKE_TOOLCHAIN_FILE=$toolchain" -C cmake.define.PF_NATIVE=OFF \
         -C cmake.define.PF_USE_BLAS=OFF -C "build-dir=$SRC/build/wheel-$arch" \
         || die "$E_STEP" "$arch: pip wheel failed (output above)"

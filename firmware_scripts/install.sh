@@ -173,7 +173,12 @@ if [ "$PIP" = 1 ]; then
     # from source on the device itself: PF_NATIVE=ON (the default) tunes the C core for this CPU
     offline=()
     [ -z "$WHEELS" ] || offline=(--no-index --find-links "$WHEELS")
-    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${offline[@]}" "${WHEEL:-$SOURCE}" \
+    target=$WHEEL
+    if [ -z "$WHEEL" ]; then
+        # the device distribution of the source tree (prunefl_common + prunefl_edge + the C core), not the server
+        target=$("$SOURCE/packaging/stage.sh" edge "$(mktemp -d)/prunefl-edge") || die "$E_STEP" "staging $SOURCE failed"
+    fi
+    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${offline[@]}" "$target" \
         || die "$E_STEP" "pip install failed (output above); from source it needs: sudo apt-get install cmake gcc libc6-dev"
 fi
 

@@ -312,7 +312,7 @@ issue_client() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# Mosquitto config and ACL. Topic names follow prunefl_edge/protocol/topics.py:
+# Mosquitto config and ACL. Topic names follow prunefl_common/protocol/topics.py:
 #   prunefl/<federation>/edge/<id>/task     coordinator -> edge   (edge: read)
 #   prunefl/<federation>/edge/<id>/result   edge -> coordinator   (edge: write)
 #   prunefl/<federation>/edge/<id>/status   retained, Last-Will "offline" (edge: write)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from prunefl_common.errors import InputError
-from prunefl_common.messages import Task
+from prunefl_common.messages import Task, TaskKind
 from prunefl_common.model_spec import ModelSpec, ModelSpecError, spec_from_dict
 from prunefl_common.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_common.protocol.chunks import Reassembler, split_message
@@ -55,6 +55,7 @@ from prunefl_common.protocol.wire import (
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.edge_profile import announced, device_profile
+from prunefl_edge.memory_phases import HeapReturn, PhasePeaks
 from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ def load_local_data(cfg: EdgeConfig) -> tuple[np.ndarray, np.ndarray, int]:
     return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), ds.num_classes
 
 
+def task_phase(task: Task) -> str:
+    """The memory phase a task's execution counts under: training with and without importance apart."""
+    if task.kind == TaskKind.TRAIN:
+        cfg = task.config
+        return "train_importance" if getattr(cfg, "collect_importance", False) else "train"
+    return task.kind.value
+
+
 def model_key(model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -99,6 +108,8 @@ class EdgeAgent:
         self._model_key: str | None = None
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
+        self.memory = PhasePeaks()  # peak RSS (MiB) per phase, announced in the status
+        self._heap = HeapReturn()
         self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
                          "messages_dropped": 0, "bytes_duplicate": 0,
@@ -113,7 +124,7 @@ class EdgeAgent:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
                 "mask_version": self._held_mask_version(),
-                "profile": announced(self.profile), **self.counters}
+                "profile": announced(self.profile), "peak_rss_mib": dict(self.memory.peaks), **self.counters}
 
     def _held_mask_version(self) -> int:
         """The trainer's mask version; before the first task of this start, the saved state's (applied then)."""
@@ -135,8 +146,10 @@ class EdgeAgent:
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def run(self, connect_wait_s: float | None = None) -> None:
-        self._read_saved_state()
-        self.load_profile()
+        self.memory.note("start")  # imports and local data, since the process began
+        with self.memory.phase("start"):
+            self._read_saved_state()
+            self.load_profile()
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -156,10 +169,11 @@ class EdgeAgent:
     def _handle(self, payload: bytes) -> None:
         self.counters["bytes_received"] += len(payload)
         try:
-            whole = self._reasm.feed(payload)
-            if whole is None:
-                return
-            msg = decode(whole)
+            with self.memory.phase("task_decode"):
+                whole = self._reasm.feed(payload)
+                if whole is None:
+                    return
+                msg = decode(whole)
         except ProtocolError as e:
             self.counters["messages_dropped"] += 1
             log.warning("dropped an undecodable message on my task topic: %s", e)
@@ -174,8 +188,11 @@ class EdgeAgent:
             self.counters["bytes_duplicate"] += len(payload)
             log.info("task %s (round %d) delivered again: already executed", msg.header.msg_id, msg.body.round)
             return
+        del whole  # the task's bytes are decoded: only the arrays it carries stay (views into it, while used)
         self._execute(msg)
         self._seen.add(msg.header.msg_id)
+        del msg
+        self._heap.trim()
 
     def load_profile(self) -> None:
         """The device profile (cached, configured or measured now). A profile that cannot be had is logged and
@@ -230,9 +247,11 @@ class EdgeAgent:
         t0 = time.perf_counter()
         log.info("round %d: %s task received (mask v%d)", task.round, task.kind.value, task.mask.version)
         try:
-            trainer = self._ensure_trainer(msg)
-            self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
-            result = trainer.execute(task)
+            with self.memory.phase("model"):
+                trainer = self._ensure_trainer(msg)
+                self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
+            with self.memory.phase(task_phase(task)):
+                result = trainer.execute(task)
         except MaskVersionError as e:
             self._reject(task, str(e), needs_full_mask=True)
             return
@@ -243,12 +262,16 @@ class EdgeAgent:
             log.exception("round %d: the task failed unexpectedly", task.round)
             self._reject(task, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
             return
-        data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
-        self._publish_result(data)
+        with self.memory.phase("result_encode"):
+            data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
+            version = result.mask_version
+            del result  # its arrays (importance above all) need not outlive the encoded bytes
+            self._publish_result(data)
         self.counters["tasks_done"] += 1
-        self._save_state()
+        with self.memory.phase("state_save"):
+            self._save_state()
         log.info("round %d: %s task done in %.2f s (mask v%d), %d bytes sent", task.round, task.kind.value,
-                 time.perf_counter() - t0, result.mask_version, len(data))
+                 time.perf_counter() - t0, version, len(data))
         self._announce()
 
     def _rewind_or_snapshot(self, trainer: Trainer, key: tuple[int, str]) -> None:

@@ -225,6 +225,36 @@ class Network:
         for i, w in enumerate(weights):
             self.set_param(i, w)
 
+    # ---- kept values: what tasks carry and results return, without a dense copy of any weight ---------------------
+    def get_kept_values(self) -> list[np.ndarray]:
+        """Per parameter, the values at its kept positions in mask (row-major) order; biases whole."""
+        out = []
+        n = self._n.ffi.new("int64_t *")
+        for i in range(len(self.param_shapes)):
+            self._call(self._n.lib.pf_net_num_kept(self._h, i, n))
+            v = np.empty(int(n[0]), np.float32)
+            self._call(self._n.lib.pf_net_get_kept(self._h, i, self._ptr("float[]", v), v.size))
+            out.append(v)
+        return out
+
+    def set_kept_values(self, values: Sequence[np.ndarray]) -> None:
+        """The inverse of :meth:`get_kept_values` under the current masks (pruned positions stay zero)."""
+        if len(values) != len(self.param_shapes):
+            raise ValueError(f"expected {len(self.param_shapes)} arrays, got {len(values)}")
+        for i, v in enumerate(values):
+            arr = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+            self._call(self._n.lib.pf_net_set_kept(self._h, i, self._ptr("float[]", arr), arr.size))
+
+    def add_importance(self, z: Sequence[np.ndarray], scale: float, kept_only: bool = False) -> None:
+        """``z[i] += scale * s**2`` with ``s`` parameter i's gradient sum, in place in C (no copy of ``s``);
+        ``kept_only``: at kept positions only. ``z``: float32 C-contiguous arrays of the parameters' shapes."""
+        for i, zi in enumerate(z):
+            if zi.dtype != np.float32 or not zi.flags.c_contiguous or zi.shape != self.param_shapes[i].shape:
+                raise ValueError(f"importance of parameter {i}: a C-contiguous float32 array of shape "
+                                 f"{self.param_shapes[i].shape} is needed, got {zi.dtype} {zi.shape}")
+            self._call(self._n.lib.pf_net_add_sq_grad_sum(self._h, i, self._ptr("float[]", zi), zi.size,
+                                                           float(scale), int(kept_only)))
+
     def get_masks(self) -> dict[int, np.ndarray]:
         out = {}
         for i in self.weight_params:

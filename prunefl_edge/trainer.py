@@ -17,17 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from prunefl_common.importance import sparse_importance
 from prunefl_common.mask_delta import apply_mask_delta
 from prunefl_common.mask_optimizer import optimize_masks
 from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
+    SparseImportance,
     Task,
     TaskKind,
     TrainConfig,
     TrainResult,
-    dense_from_values,
     kept_values,
 )
 
@@ -185,11 +186,20 @@ class Trainer:
                                    f"uses {upd.version} without sending it")
 
     def _load_values(self, values: list[np.ndarray]) -> None:
-        if values:
-            try:
-                self.net.set_weights(dense_from_values(values, self.masks, self.shapes))
-            except ValueError as e:
-                raise TaskError(f"client {self.client_id}: {e}") from e
+        """The task's kept values straight into the network (no dense copy of any weight)."""
+        if not values:
+            return
+        if len(values) != len(self.shapes):
+            raise TaskError(f"client {self.client_id}: {len(values)} value arrays for {len(self.shapes)} parameters")
+        for p, v in enumerate(values):
+            want = int(self.masks[p].sum()) if p in self.masks else int(np.prod(self.shapes[p]))
+            if np.size(v) != want:
+                raise TaskError(f"client {self.client_id}: parameter {p} has {np.size(v)} values, its mask keeps "
+                                f"{want}")
+        try:
+            self.net.set_kept_values(values)
+        except (ValueError, RuntimeError) as e:  # RuntimeError: the C core refused them (a non-finite value)
+            raise TaskError(f"client {self.client_id}: {e}") from e
 
     def _sgd(self, cfg: TrainConfig) -> Any:
         return self._sgd_config(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -216,22 +226,34 @@ class Trainer:
                 loss_sum += float(r.loss) * len(idx)
                 correct += int(r.correct)
             if cfg.collect_importance:
-                self._accumulate_importance(self.net.grad_sums(), n)
+                self._accumulate_importance(n)
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
-        upload = self._take_importance() if cfg.upload_importance else None
-        values = kept_values(self.net.get_weights(), self.masks)
+        upload = self._take_importance(cfg) if cfg.upload_importance else None
+        values = self.net.get_kept_values()
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
+
+    def _accumulate_importance(self, n: int) -> None:
+        """This round into z: ``z += n * a**2`` (prunefl_common.importance.add_client_round), in C; z is tagged with
+        the mask version it is accumulated under."""
+        if self.importance is None:
+            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+            self.importance_version = self.mask_version
+        self.net.add_importance(self.importance, float(n))
+        self.importance_samples += n
 
     def _reset_importance(self) -> None:
         self.importance, self.importance_samples = None, 0
 
-    def _take_importance(self) -> list[np.ndarray] | None:
-        """The accumulated z for an upload (None if there is none); the sum starts afresh."""
-        z = self.importance
+    def _take_importance(self, cfg: TrainConfig) -> list[np.ndarray] | SparseImportance | None:
+        """The accumulated z as uploaded (None if there is none; sparse when ``cfg.importance_top`` says so); the
+        sum starts afresh. The one place an edge turns its z into an upload (train results and IMPORTANCE tasks)."""
+        z: list[np.ndarray] | SparseImportance | None = self.importance
         self._reset_importance()
+        if z is not None and cfg.importance_top is not None:  # what the mask choice can use (issue 13)
+            z = sparse_importance(z, self.masks, cfg.importance_top)
         return z
 
     def _upload_importance(self, task: Task) -> TrainResult:
@@ -239,20 +261,8 @@ class Trainer:
         if not isinstance(task.config, TrainConfig):
             raise TaskError(f"bad importance config {task.config!r}")
         n = self.importance_samples
-        z = self._take_importance()
+        z = self._take_importance(task.config)
         return TrainResult(self.client_id, task.round, self.mask_version, n if z is not None else 0, [], z)
-
-    def _accumulate_importance(self, grad_sums: list[np.ndarray], n: int) -> None:
-        """z += n * a**2 in place, float32 (what is uploaded); same values as prunefl_common.importance's functions."""
-        if self.importance is None:
-            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
-            self.importance_version = self.mask_version
-        self.importance_samples += n
-        for z, a in zip(self.importance, grad_sums, strict=True):
-            a = np.asarray(a, np.float32)
-            sq = np.multiply(a, a)
-            sq *= np.float32(n)
-            z += sq
 
     def _gradient(self, task: Task) -> TrainResult:
         """Sum of the dense gradients of ``local_steps`` batches at the given weights, no update (SNIP)."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mosquitto_util import mosquitto  # noqa: F401 - fixture
+
 
 def installed_python() -> str:
     venv = os.environ.get("PRUNEFL_EDGE_VENV")
@@ -49,3 +51,69 @@ def test_the_installed_coordinator_runs_a_federation_from_the_source_tree(tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     assert "3 rounds; accuracy" in out.stderr
     assert (tmp_path / "run" / "model.onnx").is_file()
+
+
+def _staged_wheel(kind: str, tmp_path: Path) -> Path:
+    root = Path(__file__).resolve().parents[1]
+    staged = subprocess.run([str(root / "packaging" / "stage.sh"), kind, str(tmp_path / f"src-{kind}")],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path / "dist"
+    r = subprocess.run([installed_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out),
+                        staged, "-C", f"build-dir={tmp_path / 'build'}"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = out.glob(f"prunefl_{kind}-*.whl")
+    return whl
+
+
+def test_the_device_wheel_alone_runs_the_edge_without_the_server(tmp_path: Path, mosquitto) -> None:  # noqa: F811
+    """What a Pi installs: prunefl_common + prunefl_edge + the C core, no coordinator, no prunefl-coord; in a clean
+    virtualenv with only it (and its dependencies) the edge agent imports and `prunefl-edge check` passes."""
+    import zipfile
+
+    import numpy as np
+
+    whl = _staged_wheel("edge", tmp_path)
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        scripts = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert not [n for n in names if n.startswith("coordinator/")]
+    assert "prunefl_common/profiles/pi4-reference.json" in names and "prunefl_edge/_lib/libprunefl.so" in names
+    assert "prunefl-edge =" in scripts and "prunefl-coord" not in scripts and "prunefl-sim" not in scripts
+    venv = tmp_path / "pi-venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(whl)], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PRUNEFL_EDGE_LIB", "PYTHONPATH")}
+    code = ("import sys, prunefl_edge.edge_agent, prunefl_edge.cli, prunefl_edge.trainer\n"
+            "assert 'coordinator' not in sys.modules, sorted(m for m in sys.modules if m.startswith('coord'))\n"
+            "import importlib.util\nassert importlib.util.find_spec('coordinator') is None\n")
+    r = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "local.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.integers(0, 255, (40, 1, 8, 8), dtype=np.uint8), y=np.arange(40) % 4)
+    broker = mosquitto()
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[edge]\nid = "pi-01"\nfederation = "lab"\nstate_dir = "{tmp_path / "state"}"\n'
+                   f'[broker]\nurl = "{broker.url}"\n[data]\npath = "{data}"\n[profile]\nmeasure = false\n')
+    r = subprocess.run([str(venv / "bin" / "prunefl-edge"), "check", "--config", str(cfg)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "core    ok" in r.stdout and "broker  ok" in r.stdout
+    assert not (venv / "bin" / "prunefl-coord").exists()
+
+
+def test_the_server_wheel_holds_the_coordinator_only(tmp_path: Path) -> None:
+    import zipfile
+
+    whl = _staged_wheel("coordinator", tmp_path)
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
+        scripts = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"coordinator"}
+    assert "prunefl-coord = coordinator.cli_coord:main" in scripts and "prunefl-sim" in scripts
+    assert "Requires-Dist: prunefl-edge==" in meta

@@ -276,9 +276,11 @@ def test_cross_build_makes_a_wheel_per_pi_isa_that_pip_accepts_for_that_platform
             assert so[:4] == b"\x7fELF" and int.from_bytes(so[18:20], "little") == machine  # e_machine
             names = z.namelist()
             assert "prunefl_edge/_lib/include/prunefl/prunefl.h" in names
-            assert "coordinator/profiles/pi4-reference.json" in names
-            assert "prunefl-edge = prunefl_edge.cli:main" in z.read(
-                next(n for n in names if n.endswith("entry_points.txt"))).decode()
+            assert "prunefl_common/profiles/pi4-reference.json" in names
+            assert not any(n.startswith("coordinator/") for n in names)  # the device wheel carries no server
+            scripts = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+            assert "prunefl-edge = prunefl_edge.cli:main" in scripts
+            assert "prunefl-coord" not in scripts and "prunefl-sim" not in scripts
         # pip, told it installs for that platform, takes the wheel (tag, metadata and RECORD are sound)
         target = tmp_path / f"site-{arch}"
         p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",

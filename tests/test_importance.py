@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunefl_common.importance import accumulate, client_importance, split_importance, sum_importance
+from prunefl_common.importance import accumulate, add_client_round, split_importance, sum_importance
 
 
 def test_client_rounds_and_clients_sum():
@@ -20,14 +20,15 @@ def test_client_rounds_and_clients_sum():
             a = [sum(g[i] for g in grads) for i in range(len(shapes))]
             for i in range(len(shapes)):
                 expected[i] += 100 * a[i] ** 2
-            z = accumulate(z, client_importance(a, 100))
+            z = add_client_round(z, a, 100)  # what the edge's trainer runs, float32
+        assert all(x.dtype == np.float32 for x in z)
         per_client.append(z)
     total = sum_importance(per_client)
     for t, e in zip(total, expected, strict=True):
-        np.testing.assert_allclose(t, e, rtol=1e-12)
+        np.testing.assert_allclose(t, e, rtol=1e-5)
     weights, fixed = split_importance(total, [0])
-    np.testing.assert_allclose(weights[0], expected[0])
-    assert fixed == np.float64(expected[1].sum()) or abs(fixed - expected[1].sum()) < 1e-9
+    np.testing.assert_allclose(weights[0], expected[0], rtol=1e-5)
+    assert abs(fixed - expected[1].sum()) <= 1e-5 * expected[1].sum()
 
 
 def test_rejects_negative_or_nan():

@@ -186,15 +186,17 @@ def test_a_client_back_from_offline_with_another_mask_version_gets_the_full_mask
     spy.comebacks = lambda cid: back.get(cid, 0)
     spy.client_info = lambda cid: {"mask_version": announced.get(cid)}
     for cid in ("c0", "c1"):
-        coord.client_version[cid] = cur
+        coord.ledger.holds(cid, cur)
+    coord.ledger.observe(["c0", "c1"], spy.comebacks)
     assert coord._mask_update("c0").full is None  # no comeback: what it is believed to hold
     # both restarted; c0's state was saved before its last task (one version older), c1's is current
     back.update(c0=1, c1=1)
     announced["c0"] = cur - 1
+    coord.ledger.observe(["c0", "c1"], spy.comebacks)
     upd0, upd1 = coord._mask_update("c0"), coord._mask_update("c1")
     assert upd0.full is not None and upd0.version == cur
     assert upd1.full is None and upd1.delta is None
-    assert coord.client_version["c0"] == -1 and coord.client_version["c1"] == cur
+    assert coord.ledger.version("c0") == -1 and coord.ledger.version("c1") == cur
     # the full mask applies to whatever a trainer holds
     t = spy.trainers["c0"]
     t._install_masks({p: np.ones(m.shape, bool) for p, m in coord.state.masks.items()}, cur - 1)

@@ -8,6 +8,7 @@ import dataclasses
 
 from test_server import _coord
 
+from coordinator.client_ledger import ClientLedger
 from coordinator.methods import FedAvg
 from coordinator.state import GlobalState
 from coordinator.stragglers import StragglerPolicy, eligible, forget_returned, read_book, record_round
@@ -48,21 +49,27 @@ def test_policy_off_never_benches_and_bad_records_are_dropped():
         assert record_round(book, StragglerPolicy(), r, ["a"], []) == {}
     assert book == {}
     extra = {"stragglers": {"a": {"misses": 2, "benches": 0, "until": 4, "back": 1}, "b": {"misses": "x"}, "c": 3,
-                            "d": {"misses": 2, "benches": 0, "until": 4}}}
-    assert read_book(extra) == {"a": {"misses": 2, "benches": 0, "until": 4, "back": 1}}
+                            "d": {"misses": 2, "until": 4}}}
+    assert read_book(extra) == {"a": {"misses": 2, "benches": 0, "until": 4}}  # an older checkpoint's "back" goes
     assert read_book({"stragglers": [1, 2]}) == {} and read_book({}) == {}
 
 
 def test_records_of_edges_offline_or_back_since_are_forgotten():
     back = {"a": 2, "b": 0, "c": 5}
+    ledger = ClientLedger()
+    assert ledger.observe(["a", "b", "c"], back.get) == set()  # the first look is the baseline
     book: dict = {}
-    record_round(book, POLICY, 0, ["a", "b", "c"], [], back.get)
-    assert {c: e["back"] for c, e in book.items()} == {"a": 2, "b": 0, "c": 5}
-    forget_returned(book, ["a", "b", "c"], back.get)  # nothing changed
+    record_round(book, POLICY, 0, ["a", "b", "c"], [])
+    forget_returned(book, ["a", "b", "c"], ledger.observe(["a", "b", "c"], back.get))  # nothing changed
     assert sorted(book) == ["a", "b", "c"]
-    back.update(a=3, c=0)  # a came back from offline; the coordinator restarted (counting afresh from 0)
-    forget_returned(book, ["a", "c"], back.get)  # and b is offline now
-    assert book == {"c": {"misses": 1, "benches": 0, "until": 0, "back": 0}}
+    back.update(a=3)  # a came back from offline
+    forget_returned(book, ["a", "c"], ledger.observe(["a", "b", "c"], back.get))  # and b is offline now
+    assert book == {"c": {"misses": 1, "benches": 0, "until": 0}}
+    # a restarted coordinator counts afresh: its first look is a baseline, so c's record stays
+    fresh = ClientLedger()
+    forget_returned(book, ["c"], fresh.observe(["c"], {"c": 0}.get))
+    assert book == {"c": {"misses": 1, "benches": 0, "until": 0}}
+    assert fresh.observe(["c"], {"c": 1}.get) == {"c"}
 
 
 def test_round_loop_leaves_a_straggler_out_then_tries_it_again(tmp_path):

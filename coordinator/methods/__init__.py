@@ -1,5 +1,5 @@
-"""Federated methods (Flower-style strategies): ``setup``, ``configure_round``, ``aggregate_round``,
-``maybe_reconfigure``. See :mod:`coordinator.server` for the loop that calls them."""
+"""Federated methods (Flower-style strategies): ``setup`` / ``finish_setup``, ``configure_round``,
+``aggregate_round``, ``reconfigure``, each returning what the loop applies (:mod:`coordinator.strategy`)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,31 @@
-"""The method (Flower's Strategy) interface and plain FedAvg, which the other methods build on."""
+"""Plain FedAvg, which the other methods build on; methods return plans, weights and masks (see strategy.py)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from coordinator.transport import ClientFailure
-from prunefl_common.importance import accumulate
+from coordinator.aggregation import aggregate_results
+from coordinator.strategy import RoundView, SetupStep, Update
+from coordinator.transport import ClientFailure, Gathered
 from prunefl_common.messages import TrainConfig, TrainResult
 
-if TYPE_CHECKING:
-    from coordinator.server import Coordinator
+log = logging.getLogger(__name__)
+
+
+def fedavg_update(view: RoundView, results: list[TrainResult]) -> Update:
+    """FedAvg of the round's (checked, fresh) sparse results; unchanged weights when fewer than ``min_clients``
+    results came or the sum is not finite (the last good weights stay)."""
+    if len(results) < view.config.min_clients:
+        log.warning("round %d: %d results (< %d): weights unchanged", view.round, len(results),
+                    view.config.min_clients)
+        return Update()
+    try:
+        return Update(weights=aggregate_results(view.weights, dict(view.masks), results, view.round,
+                                                view.mask_version, dict(view.kept_index)))
+    except ValueError as e:  # e.g. an overflow to Inf
+        log.error("round %d: aggregation failed (%s): weights unchanged", view.round, e)
+        return Update()
 
 
 @dataclass
@@ -21,26 +34,26 @@ class BaseMethod:
 
     name: str = "fedavg"
 
-    def setup(self, coord: Coordinator) -> None:
+    def setup(self, view: RoundView) -> SetupStep | None:
         return None
 
-    def collect_importance(self, coord: Coordinator, round_index: int) -> tuple[bool, bool]:
+    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
+        return Update()
+
+    def collect_importance(self, round_index: int) -> tuple[bool, bool]:
         """(accumulate z this round, upload it with the result)."""
         return False, False
 
-    def configure_round(self, coord: Coordinator, round_index: int) -> TrainConfig:
-        cfg = coord.config
-        collect, upload = self.collect_importance(coord, round_index)
+    def configure_round(self, view: RoundView) -> TrainConfig:
+        cfg = view.config
+        collect, upload = self.collect_importance(view.round)
         return TrainConfig(lr=cfg.lr, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
                            collect_importance=collect, upload_importance=upload)
 
-    def aggregate_round(self, coord: Coordinator, results: list[TrainResult], failures: list[ClientFailure]) -> None:
-        coord.aggregate(results)
-        for r in results:
-            if r.importance is not None:
-                coord.state.importance = accumulate(coord.state.importance, r.importance)
+    def aggregate_round(self, view: RoundView, results: list[TrainResult], failures: list[ClientFailure]) -> Update:
+        return fedavg_update(view, results)
 
-    def maybe_reconfigure(self, coord: Coordinator, round_index: int) -> dict[int, np.ndarray] | None:
+    def reconfigure(self, view: RoundView) -> Update | None:
         return None
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from coordinator.methods.base import BaseMethod
-from coordinator.selection import select_clients
+from coordinator.strategy import RoundView, SetupStep, Update
+from coordinator.transport import Gathered
 from prunefl_common.messages import TaskKind, TrainConfig, TrainResult
-
-if TYPE_CHECKING:
-    from coordinator.server import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +51,27 @@ class Snip(BaseMethod):
             raise ValueError("snip needs a density in (0, 1]")
         self.density = density
 
-    def setup(self, coord: Coordinator) -> None:
-        cfg = coord.config
-        clients = select_clients(coord.state.rng, coord.transport.available_clients(), cfg.clients_per_round)
-        got = coord.run_tasks(clients, TaskKind.GRADIENT,
-                              TrainConfig(lr=cfg.lr, local_steps=cfg.local_steps, batch_size=cfg.batch_size))
-        res = sorted((r for r in got.results if isinstance(r, TrainResult) and r.importance is not None),
-                     key=lambda r: r.client_id)
+    def setup(self, view: RoundView) -> SetupStep:
+        cfg = view.config
+        return SetupStep(TaskKind.GRADIENT, TrainConfig(lr=cfg.lr, local_steps=cfg.local_steps,
+                                                        batch_size=cfg.batch_size), count=cfg.clients_per_round)
+
+    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
+        res = sorted((r for r in (gathered.results if gathered else [])
+                      if isinstance(r, TrainResult) and r.importance is not None), key=lambda r: r.client_id)
         if not res:
             raise RuntimeError("SNIP: no client returned gradients")
         scores = []
-        for p in coord.weight_params:
+        for p in view.weight_params:
             g = sum(r.importance[p].astype(np.float64) for r in res)
-            scores.append(np.abs(coord.state.weights[p] * g))
+            scores.append(np.abs(view.weights[p] * g))
         masks = global_top_k(scores, self.density)
-        coord.install_masks(dict(zip(coord.weight_params, masks, strict=True)))
         # a gradient round costs about a dense round's compute plus the download of the dense model
-        dense = [coord.sizes[p] for p in coord.weight_params]
-        coord.state.sim_time_s += coord.time_model.compute_time(dense, cfg.local_steps) + \
-            coord.time_model.comm * sum(dense)
-        coord.record(stage="snip", round=-1)
+        cfg, tm = view.config, view.time_model
+        dense = [view.sizes[p] for p in view.weight_params]
+        return Update(masks=dict(zip(view.weight_params, masks, strict=True)),
+                      sim_time_s=tm.compute_time(dense, cfg.local_steps) + tm.comm * sum(dense),
+                      record={"stage": "snip", "round": -1})
 
 
 class IterativeMagnitude(BaseMethod):
@@ -88,18 +86,15 @@ class IterativeMagnitude(BaseMethod):
         self.density, self.steps, self.interval = density, steps, interval
         self.rate = 1.0 - density ** (1.0 / steps)
 
-    def setup(self, coord: Coordinator) -> None:
-        if self.interval is None:
-            self.interval = max(1, int(coord.config.rounds / 2 / self.steps))
-        coord.state.extra.setdefault("imp_prunes", 0)
+    def _interval(self, view: RoundView) -> int:
+        return self.interval if self.interval is not None else max(1, int(view.config.rounds / 2 / self.steps))
 
-    def maybe_reconfigure(self, coord: Coordinator, round_index: int) -> dict[int, np.ndarray] | None:
-        st = coord.state
-        assert self.interval is not None
-        if round_index == 0 or round_index % self.interval or st.extra.get("imp_prunes", 0) >= self.steps:
+    def reconfigure(self, view: RoundView) -> Update | None:
+        r, done = view.round, int(view.extra.get("imp_prunes", 0))
+        if r == 0 or r % self._interval(view) or done >= self.steps:
             return None
-        st.extra["imp_prunes"] = st.extra.get("imp_prunes", 0) + 1
-        return {p: prune_by_pct(st.weights[p], st.masks[p], self.rate) for p in coord.weight_params}
+        return Update(masks={p: prune_by_pct(view.weights[p], view.masks[p], self.rate) for p in view.weight_params},
+                      extra={"imp_prunes": done + 1})
 
 
 class FixedMask(BaseMethod):
@@ -110,13 +105,12 @@ class FixedMask(BaseMethod):
         super().__init__(name=name)
         self.masks, self.weights = masks, weights
 
-    def setup(self, coord: Coordinator) -> None:
-        if self.weights is not None:
-            coord.state.weights = [np.array(w, np.float32) for w in self.weights]
-        if sorted(self.masks) != coord.weight_params:
+    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
+        if sorted(self.masks) != list(view.weight_params):
             raise ValueError(f"the mask covers parameters {sorted(self.masks)}, the model's weights are "
-                             f"{coord.weight_params}")
-        for p in coord.weight_params:
-            if self.masks[p].shape != tuple(coord.shapes[p]):
-                raise ValueError(f"mask of parameter {p}: shape {self.masks[p].shape}, expected {coord.shapes[p]}")
-        coord.install_masks(self.masks)
+                             f"{list(view.weight_params)}")
+        for p in view.weight_params:
+            if self.masks[p].shape != tuple(view.shapes[p]):
+                raise ValueError(f"mask of parameter {p}: shape {self.masks[p].shape}, expected {view.shapes[p]}")
+        weights = None if self.weights is None else [np.array(w, np.float32) for w in self.weights]
+        return Update(weights=weights, masks=self.masks)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import TYPE_CHECKING
-
-import numpy as np
+from collections.abc import Sequence
 
 from coordinator.methods.base import BaseMethod
 from coordinator.result_check import initial_prune_problem
+from coordinator.strategy import RoundView, SetupStep, Update
+from coordinator.transport import Gathered
 from prunefl_common.importance import split_importance
 from prunefl_common.mask_optimizer import delta_for_round, optimize_masks
-from prunefl_common.messages import InitialPruneConfig, InitialPruneResult, TaskKind, dense_from_values
-
-if TYPE_CHECKING:
-    from coordinator.server import Coordinator
+from prunefl_common.messages import InitialPruneConfig, InitialPruneResult, TaskKind, TrainConfig, dense_from_values
 
 log = logging.getLogger(__name__)
+
+
+MAX_IMPORTANCE_TOP = 16.0
+
+
+def next_importance_top(top: float, regrown: Sequence[int], kept_before: Sequence[int]) -> float:
+    """The bound for the next interval's sparse uploads: doubled (up to 16) when the last choice regrew in some layer
+    at least half of what a client could send there (``top`` x its kept count), which says the bound may have cut
+    off weights the dense importance would have regrown; else unchanged."""
+    tight = any(k > 0 and r >= 0.5 * top * k for r, k in zip(regrown, kept_before, strict=True))
+    return min(MAX_IMPORTANCE_TOP, 2.0 * top) if tight else top
 
 
 class PruneFL(BaseMethod):
@@ -27,12 +36,14 @@ class PruneFL(BaseMethod):
     importance_window: rounds before each reconfiguration (the reconfiguration round included) in which
         clients accumulate importance; None = the whole interval (faithful: the reference accumulates always).
     initial_client: the client that runs initial pruning; None = the one with the most local samples.
+    importance_top: clients upload z at kept positions and, per layer, the largest z of at most this fraction of
+        its kept count at pruned positions (what the mask choice can use); None = every position, dense.
     """
 
     def __init__(self, initial: bool = True, reconfig_interval: int = 50, importance_window: int | None = None,
                  delta0: float = 0.3, half_life: float = 10000.0, max_density: float | None = None,
                  initial_client: str | None = None, ip_max_passes: int = 1000, ip_interval: int | None = None,
-                 ip_lr: float | None = None) -> None:
+                 ip_lr: float | None = None, importance_top: float | None = 1.0) -> None:
         super().__init__(name="prunefl" if initial else "adaptive-only")
         if reconfig_interval <= 0:
             raise ValueError("reconfig_interval must be positive")
@@ -44,10 +55,11 @@ class PruneFL(BaseMethod):
         self.ip_max_passes = ip_max_passes
         self.ip_interval = ip_interval if ip_interval is not None else reconfig_interval
         self.ip_lr = ip_lr
+        self.importance_top = importance_top
 
     # ---- initial pruning -------------------------------------------------------------------------------
-    def _pick_initial_client(self, coord: Coordinator) -> str:
-        avail = coord.transport.available_clients()
+    def _pick_initial_client(self, view: RoundView) -> str:
+        avail = list(view.available)
         if not avail:
             raise RuntimeError("no client is available for initial pruning")
         if self.initial_client is not None:
@@ -55,61 +67,83 @@ class PruneFL(BaseMethod):
                 raise RuntimeError(f"initial-pruning client {self.initial_client!r} is not available "
                                    f"(available: {', '.join(avail)})")
             return self.initial_client
-        return max(sorted(avail), key=lambda c: int(coord.transport.client_info(c).get("n_samples", 0)))
+        return max(sorted(avail), key=lambda c: int(view.client_info.get(c, {}).get("n_samples", 0)))
 
-    def setup(self, coord: Coordinator) -> None:
+    def _ip_config(self, view: RoundView) -> InitialPruneConfig:
+        tm = view.time_model
+        return InitialPruneConfig(lr=self.ip_lr if self.ip_lr is not None else view.config.lr,
+                                  costs=[float(c) for c in tm.costs], intercept=tm.intercept,
+                                  batch_size=view.config.batch_size, reconfig_interval=self.ip_interval,
+                                  max_passes=self.ip_max_passes, acc_threshold=1.5 / view.num_classes,
+                                  delta=self.delta0, max_density=self.max_density, seed=0)
+
+    def setup(self, view: RoundView) -> SetupStep | None:
         if not self.initial:
-            return
-        cid = self._pick_initial_client(coord)
-        tm = coord.time_model
-        cfg = InitialPruneConfig(lr=self.ip_lr if self.ip_lr is not None else coord.config.lr,
-                                 costs=[float(c) for c in tm.costs], intercept=tm.intercept,
-                                 batch_size=coord.config.batch_size, reconfig_interval=self.ip_interval,
-                                 max_passes=self.ip_max_passes, acc_threshold=1.5 / coord.spec.num_classes,
-                                 delta=self.delta0, max_density=self.max_density, seed=0)
-        got = coord.run_tasks([cid], TaskKind.INITIAL_PRUNE, cfg)
-        # only cid's answer to this task: a result another edge sent for an earlier start (the coordinator was
-        # restarted during initial pruning and a different edge was picked) is not it
-        res = [r for r in got.results
-               if isinstance(r, InitialPruneResult) and r.client_id == cid and r.round == coord.state.round]
+            return None
+        return SetupStep(TaskKind.INITIAL_PRUNE, self._ip_config(view), clients=[self._pick_initial_client(view)],
+                         deadline=False)
+
+    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
+        if not self.initial or gathered is None or not gathered.sent_to:
+            return Update()
+        sent_to = gathered.sent_to[0]
+        # only that client's answer to this task: a result another edge sent for an earlier start (the
+        # coordinator was restarted during initial pruning and a different edge was picked) is not it
+        res = [r for r in gathered.results
+               if isinstance(r, InitialPruneResult) and r.client_id == sent_to and r.round == view.round]
         if not res:
-            raise RuntimeError(f"initial pruning at {cid} failed: {[f.reason for f in got.failures]}")
+            raise RuntimeError(f"initial pruning at {sent_to} failed: {[f.reason for f in gathered.failures]}")
         r = res[0]
-        why = initial_prune_problem(r, coord.weight_params, coord.shapes)
+        why = initial_prune_problem(r, list(view.weight_params), list(view.shapes))
         if why is not None:
-            raise RuntimeError(f"initial pruning at {cid} returned an invalid result: {why}")
-        st = coord.state
-        # the client's kept values become the global weights; pruned positions start at zero
-        st.weights = dense_from_values(r.values, r.masks, coord.shapes)
-        coord.install_masks(r.masks)
-        coord.forget_client_mask(cid)
-        # its time counts: every pass is n_batches local iterations at that pass's mask (compute only)
-        st.sim_time_s += sum(tm.compute_time(k, cfg.n_batches) for k in r.kept_history)
-        st.extra["initial_pruning"] = {"client": cid, "passes": r.passes, "densities": r.densities,
-                                       "train_accuracy": r.train_accuracy}
-        log.info("initial pruning at %s: %d passes, density %.4f", cid, r.passes, st.density())
-        loss, acc = coord.evaluate()
-        coord.record(stage="initial_pruning", accuracy=acc, loss=loss, passes=r.passes, round=-1)
+            raise RuntimeError(f"initial pruning at {sent_to} returned an invalid result: {why}")
+        cfg = self._ip_config(view)
+        density = sum(int(m.sum()) for m in r.masks.values()) / max(1, sum(m.size for m in r.masks.values()))
+        log.info("initial pruning at %s: %d passes, density %.4f", sent_to, r.passes, density)
+        # the client's kept values become the global weights (pruned positions start at zero); its time counts:
+        # every pass is n_batches local iterations at that pass's mask (compute only)
+        return Update(weights=dense_from_values(r.values, r.masks, list(view.shapes)), masks=r.masks,
+                      forget_masks=[sent_to],
+                      sim_time_s=sum(view.time_model.compute_time(k, cfg.n_batches) for k in r.kept_history),
+                      extra={"initial_pruning": {"client": sent_to, "passes": r.passes, "densities": r.densities,
+                                                 "train_accuracy": r.train_accuracy}},
+                      record={"stage": "initial_pruning", "passes": r.passes, "round": -1}, evaluate=True)
 
     # ---- adaptive pruning ------------------------------------------------------------------------------
     def is_reconfig_round(self, r: int) -> bool:
         return r > 0 and r % self.interval == 0
 
-    def collect_importance(self, coord: Coordinator, round_index: int) -> tuple[bool, bool]:
+    def _importance_top(self, view: RoundView) -> float | None:
+        if self.importance_top is None:
+            return None
+        return float(view.extra.get("importance_top", self.importance_top))
+
+    def configure_round(self, view: RoundView) -> TrainConfig:
+        return dataclasses.replace(super().configure_round(view), importance_top=self._importance_top(view))
+
+    def collect_importance(self, round_index: int) -> tuple[bool, bool]:
         nxt = max(self.interval, -(-round_index // self.interval) * self.interval)
         collect = nxt - round_index < self.window
         return collect, self.is_reconfig_round(round_index)
 
-    def maybe_reconfigure(self, coord: Coordinator, round_index: int) -> dict[int, np.ndarray] | None:
-        st = coord.state
-        if not self.is_reconfig_round(round_index) or st.importance is None:
+    def reconfigure(self, view: RoundView) -> Update | None:
+        r = view.round
+        if not self.is_reconfig_round(r) or view.importance is None:
             return None
-        z, fixed = split_importance(st.importance, coord.weight_params)
-        choice = optimize_masks(z, [st.weights[p] for p in coord.weight_params],
-                                [st.masks[p] for p in coord.weight_params], list(coord.time_model.costs),
-                                coord.time_model.intercept, delta_for_round(round_index, self.delta0, self.half_life),
+        wp = list(view.weight_params)
+        z, fixed = split_importance(view.importance, wp)
+        tm = view.time_model
+        choice = optimize_masks(z, [view.weights[p] for p in wp], [view.masks[p] for p in wp], list(tm.costs),
+                                tm.intercept, delta_for_round(r, self.delta0, self.half_life),
                                 fixed_importance=fixed, max_density=self.max_density)
-        st.importance = None
-        log.info("round %d: reconfigured, kept %s (removed %s, regrown %s)", round_index, choice.kept,
-                 choice.removed, choice.regrown)
-        return dict(zip(coord.weight_params, choice.masks, strict=True))
+        log.info("round %d: reconfigured, kept %s (removed %s, regrown %s)", r, choice.kept, choice.removed,
+                 choice.regrown)
+        extra = {}
+        top = self._importance_top(view)
+        if top is not None:
+            new_top = next_importance_top(top, choice.regrown, [int(view.masks[p].sum()) for p in wp])
+            if new_top != top:
+                log.warning("round %d: the choice regrew close to the sparse importance bound (%.3g x kept): the "
+                            "next interval's uploads send %.3g x", r, top, new_top)
+            extra["importance_top"] = new_top
+        return Update(masks=dict(zip(wp, choice.masks, strict=True)), reset_importance=True, extra=extra)

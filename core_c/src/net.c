@@ -761,3 +761,83 @@ pf_status pf_net_reset_grad_sums(pf_net *net) {
     }
     return ok(net);
 }
+
+/* ---- kept values and importance without dense copies ------------------------------------------------------ */
+/* A weight's kept values travel in mask order (row-major flat positions with mask != 0): the CSR value order. */
+static int64_t kept_count(const pf_weight *wt) {
+    if (wt->sparse) return wt->rowptr[wt->M];
+    int64_t n = 0;
+    for (int64_t i = 0; i < wt->size; i++) n += wt->mask[i] != 0;
+    return n;
+}
+
+pf_status pf_net_num_kept(pf_net *net, int32_t param, int64_t *out) {
+    CHECK_NET(net);
+    if (!out) return pf_fail(net, PF_ERR_NULL, "num_kept: output is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    *out = is_weight ? kept_count(&L->wt) : L->out_c;
+    return ok(net);
+}
+
+pf_status pf_net_get_kept(pf_net *net, int32_t param, float *out, int64_t n) {
+    CHECK_NET(net);
+    if (!out) return pf_fail(net, PF_ERR_NULL, "get_kept: output buffer is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    if (!is_weight) return pf_net_get_param(net, param, out, n);
+    const pf_weight *wt = &L->wt;
+    if (check_n(net, "get_kept", param, n, kept_count(wt))) return PF_ERR_SHAPE;
+    if (wt->sparse) {
+        memcpy(out, wt->val, (size_t)n * sizeof(float));
+    } else {
+        int64_t j = 0;
+        for (int64_t i = 0; i < wt->size; i++)
+            if (wt->mask[i]) out[j++] = wt->w[i];
+    }
+    return ok(net);
+}
+
+pf_status pf_net_set_kept(pf_net *net, int32_t param, const float *in, int64_t n) {
+    CHECK_NET(net);
+    if (!in) return pf_fail(net, PF_ERR_NULL, "set_kept: input buffer is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    if (!is_weight) return pf_net_set_param(net, param, in, n);
+    pf_weight *wt = &L->wt;
+    if (check_n(net, "set_kept", param, n, kept_count(wt))) return PF_ERR_SHAPE;
+    for (int64_t j = 0; j < n; j++)
+        if (!isfinite(in[j]))
+            return pf_fail(net, PF_ERR_ARG, "set_kept: parameter %d has a non-finite value at kept index %lld", param,
+                           (long long)j);
+    if (wt->sparse) {
+        memcpy(wt->val, in, (size_t)n * sizeof(float));
+    } else {
+        int64_t j = 0;
+        for (int64_t i = 0; i < wt->size; i++) wt->w[i] = wt->mask[i] ? in[j++] : 0.0f;
+    }
+    return ok(net);
+}
+
+pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n, float scale, int32_t kept_only) {
+    CHECK_NET(net);
+    if (!z) return pf_fail(net, PF_ERR_NULL, "add_sq_grad_sum: importance buffer is NULL");
+    if (!net->importance) return pf_fail(net, PF_ERR_STATE, "importance is off: call set_importance(1) first");
+    if (!isfinite(scale) || scale < 0.0f)
+        return pf_fail(net, PF_ERR_ARG, "add_sq_grad_sum: scale must be finite and >= 0, got %g", (double)scale);
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    const int64_t size = is_weight ? L->wt.size : L->out_c;
+    if (check_n(net, "add_sq_grad_sum", param, n, size)) return PF_ERR_SHAPE;
+    const float *g = is_weight ? L->wt.gsum : L->bsum;
+    const uint8_t *mask = is_weight && kept_only ? L->wt.mask : NULL;
+    for (int64_t i = 0; i < size; i++) {
+        const float a = g[i];
+        if (!mask || mask[i]) z[i] += scale * (a * a);
+    }
+    return ok(net);
+}

@@ -14,6 +14,11 @@ from typing import Any
 
 from prunefl_common.protocol.topics import valid_id
 
+__all__ = [  # what wire.py re-exports
+    "DEFAULT_LIMITS", "MASK_ELEMENTS_PER_BYTE", "MAX_ELEMENTS", "MAX_ID", "MAX_INFO_BYTES", "MAX_PARAMS",
+    "MAX_REASON_CHARS", "Limits", "ProtocolError",
+]
+
 log = logging.getLogger(__name__)
 
 MASK_ELEMENTS_PER_BYTE = 64  # full masks of a message: at most this many elements per body byte

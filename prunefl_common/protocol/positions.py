@@ -14,6 +14,10 @@ import numpy as np
 
 from prunefl_common.protocol.fields import ProtocolError
 
+__all__ = [  # what wire.py re-exports
+    "positions_nbytes",
+]
+
 UINTS: tuple[type[np.unsignedinteger], ...] = (np.uint8, np.uint16, np.uint32, np.uint64)
 UINT_DTYPES = frozenset(np.dtype(t) for t in UINTS)
 

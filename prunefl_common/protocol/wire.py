@@ -14,48 +14,7 @@ mask at the budget (64 bytes of bool per body byte, plus 8 bytes of int64 index 
 bitmap-coded mask change (8 bytes of bits + 64 bytes of int64 indices per bitmap byte). No pickle, no eval.
 """
 
-from prunefl_common.protocol.codec import (
-    STATES,
-    Decoded,
-    RejectMsg,
-    StatusMsg,
-    decode,
-    encode_reject,
-    encode_result,
-    encode_status,
-    encode_task,
-    peek_header,
-    result_nbytes,
-    task_nbytes,
-)
-from prunefl_common.protocol.envelope import (
-    MAGIC,
-    PREFIX,
-    PROTOCOL_VERSION,
-    Chunk,
-    Header,
-    MsgKind,
-    decode_chunk,
-    encode_chunk,
-    envelope_kind,
-)
-from prunefl_common.protocol.fields import (
-    DEFAULT_LIMITS,
-    MASK_ELEMENTS_PER_BYTE,
-    MAX_ELEMENTS,
-    MAX_ID,
-    MAX_INFO_BYTES,
-    MAX_PARAMS,
-    MAX_REASON_CHARS,
-    Limits,
-    ProtocolError,
-)
-from prunefl_common.protocol.positions import positions_nbytes
-
-__all__ = [
-    "DEFAULT_LIMITS", "MAGIC", "MASK_ELEMENTS_PER_BYTE", "MAX_ELEMENTS", "MAX_ID", "MAX_INFO_BYTES", "MAX_PARAMS",
-    "MAX_REASON_CHARS", "PREFIX", "PROTOCOL_VERSION", "STATES", "Chunk", "Decoded", "Header", "Limits", "MsgKind",
-    "ProtocolError", "RejectMsg", "StatusMsg", "decode", "decode_chunk", "encode_chunk", "encode_reject",
-    "encode_result", "encode_status", "encode_task", "envelope_kind", "peek_header", "positions_nbytes",
-    "result_nbytes", "task_nbytes",
-]
+from prunefl_common.protocol.codec import *  # noqa: F403
+from prunefl_common.protocol.envelope import *  # noqa: F403
+from prunefl_common.protocol.fields import *  # noqa: F403
+from prunefl_common.protocol.positions import *  # noqa: F403

@@ -171,6 +171,16 @@ PF_API pf_status pf_net_get_input_grad(pf_net *net, float *out, int64_t n); /* n
 PF_API pf_status pf_net_set_importance(pf_net *net, int32_t enabled);
 PF_API pf_status pf_net_get_grad_sum(pf_net *net, int32_t param, float *out, int64_t n);
 PF_API pf_status pf_net_reset_grad_sums(pf_net *net);
+/* z[i] += scale * sum[i]^2 over the parameter's gradient sum (PruneFL's z += n * a^2 without copying a); with
+ * kept_only, only at kept positions (the reference's masked importance). n = the parameter's size. */
+PF_API pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n, float scale,
+                                        int32_t kept_only);
+
+/* Kept values: a weight's values at its kept positions, in mask order (row-major), n = its kept count; a bias's
+ * values (n = its size). What a task carries and a result returns, without a dense copy of the weight. */
+PF_API pf_status pf_net_num_kept(pf_net *net, int32_t param, int64_t *out);
+PF_API pf_status pf_net_get_kept(pf_net *net, int32_t param, float *out, int64_t n);
+PF_API pf_status pf_net_set_kept(pf_net *net, int32_t param, const float *in, int64_t n);
 
 #ifdef __cplusplus
 }
