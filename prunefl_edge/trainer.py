@@ -244,21 +244,30 @@ class Trainer:
         finally:
             if cfg.collect_importance:
                 self.net.set_importance(False)
-        upload = self._take_importance(cfg.importance_top) if cfg.upload_importance else None
+        upload = self._take_importance(cfg) if cfg.upload_importance else None
         values = self.net.get_kept_values()
         return TrainResult(self.client_id, task.round, self.mask_version, n, values, upload,
                            loss=loss_sum / n, accuracy=correct / n, compute_s=time.perf_counter() - t0)
 
+    def _accumulate_importance(self, n: int) -> None:
+        """This round into z: ``z += n * a**2`` (prunefl_common.importance.add_client_round), in C; z is tagged with
+        the mask version it is accumulated under."""
+        if self.importance is None:
+            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
+            self.importance_version = self.mask_version
+        self.net.add_importance(self.importance, float(n))
+        self.importance_samples += n
+
     def _reset_importance(self) -> None:
         self.importance, self.importance_samples = None, 0
 
-    def _take_importance(self, top: float | None = None) -> list[np.ndarray] | SparseImportance | None:
-        """The accumulated z for an upload (None if there is none), dense or, with ``top``, as what the mask choice
-        can use (issue 13); the sum starts afresh."""
-        z = self.importance
+    def _take_importance(self, cfg: TrainConfig) -> list[np.ndarray] | SparseImportance | None:
+        """The accumulated z as uploaded (None if there is none; sparse when ``cfg.importance_top`` says so); the
+        sum starts afresh. The one place an edge turns its z into an upload (train results and IMPORTANCE tasks)."""
+        z: list[np.ndarray] | SparseImportance | None = self.importance
         self._reset_importance()
-        if z is not None and top is not None:
-            return sparse_importance(z, self.masks, top)
+        if z is not None and cfg.importance_top is not None:  # what the mask choice can use (issue 13)
+            z = sparse_importance(z, self.masks, cfg.importance_top)
         return z
 
     def _upload_importance(self, task: Task) -> TrainResult:
@@ -266,16 +275,8 @@ class Trainer:
         if not isinstance(task.config, TrainConfig):
             raise TaskError(f"bad importance config {task.config!r}")
         n = self.importance_samples
-        z = self._take_importance(task.config.importance_top)
+        z = self._take_importance(task.config)
         return TrainResult(self.client_id, task.round, self.mask_version, n if z is not None else 0, [], z)
-
-    def _accumulate_importance(self, n: int) -> None:
-        """z += n * a**2 (prunefl_common.importance.add_client_round), float32 in place, in the C core."""
-        if self.importance is None:
-            self.importance = [np.zeros(s, np.float32) for s in self.shapes]
-            self.importance_version = self.mask_version
-        self.importance_samples += n
-        self.net.add_importance(self.importance, float(n))
 
     def _gradient(self, task: Task) -> TrainResult:
         """Sum of the dense gradients of ``local_steps`` batches at the given weights, no update (SNIP)."""

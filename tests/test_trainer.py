@@ -230,3 +230,20 @@ def test_importance_of_an_earlier_interval_is_dropped_at_the_next_mask():
                               TrainConfig(lr=0.1, collect_importance=True, upload_importance=True)))
     for a, b in zip(res.importance, got.importance, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_importance_task_answer_round_trips_on_the_wire_sparse():
+    """An IMPORTANCE answer (no values, sparse z) encodes and decodes like any result."""
+    from prunefl_common.messages import SparseImportance
+    from prunefl_common.protocol.codec import decode, encode_result
+
+    masks = _masks()
+    tr, w, _, _ = _make("fake")
+    tr.execute(Task(0, TaskKind.TRAIN, MaskUpdate(0, full=masks), kept_values(w, masks),
+                    TrainConfig(lr=0.1, collect_importance=True)))
+    res = tr.execute(Task(1, TaskKind.IMPORTANCE, MaskUpdate(0), [], TrainConfig(lr=0.1, importance_top=1.0)))
+    assert isinstance(res.importance, SparseImportance) and res.values == []
+    got = decode(encode_result(res, federation="f", sender="c0")).body
+    assert got.values == [] and got.n_samples == res.n_samples and isinstance(got.importance, SparseImportance)
+    for p, idx in res.importance.pruned_index.items():
+        np.testing.assert_array_equal(got.importance.pruned_index[p], idx)
