@@ -54,7 +54,7 @@ from coordinator.report import write_report
 
 log = logging.getLogger("reproduce")
 
-METHODS = ("fedavg", "prunefl", "adaptive-only", "ip-only", "snip", "imp", "reinit", "random-reinit")
+METHODS = ("fedavg", "prunefl", "adaptive-only", "ip-only", "snip", "imp", "reinit", "random-reinit", "feddst")
 TARGETS = ("strict", "95")
 
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     order = [m for m in ("fedavg", "prunefl") if m in methods] + [m for m in methods if m not in ("fedavg", "prunefl")]
     for m in order:
         opts = dataclasses.replace(base, method=m, out=str(out / m))
-        if m in ("snip", "imp"):
+        if m in ("snip", "imp", "feddst"):
             if "prunefl" not in runs:
                 log.warning("%s: PruneFL's final density unknown (prunefl not run); using 0.13", m)
             dens = runs["prunefl"]["density"] if "prunefl" in runs else 0.13

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
+from coordinator.methods import FedAvg, FedDST, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.run_options import RunOptions, UsageError
 from coordinator.strategy import Method
 from prunefl_common.model_spec import ModelSpec
@@ -38,6 +38,8 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
         return FedAvg()
     if m == "snip":
         return Snip(opts.target_density)
+    if m == "feddst":
+        return FedDST(opts.target_density, interval=opts.feddst_interval, alpha=opts.feddst_alpha)
     if m == "imp":
         return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
     if m in ("reinit", "random-reinit"):

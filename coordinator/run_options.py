@@ -40,7 +40,9 @@ class RunOptions:
     importance_top: float = 1.0  # sparse: pruned positions sent per layer, as a multiple of its kept count (raised
     # by PruneFL when a reconfiguration regrows close to it)
     max_density: float | None = None
-    target_density: float = 0.13  # snip / imp
+    target_density: float = 0.13  # snip / imp / feddst
+    feddst_interval: int = 10  # rounds between FedDST's readjustments (the reference's R_adj)
+    feddst_alpha: float = 0.05  # FedDST's readjusted fraction of kept weights (cosine-annealed to 0 at half the run)
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
@@ -95,7 +97,11 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--importance-top", type=float, help=f"sparse upload: pruned positions per layer, as a fraction "
                                                         f"of its kept weights (default {d.importance_top})")
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
-    g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
+    g.add_argument("--target-density", type=float, help=f"density of snip / imp / feddst (default {d.target_density})")
+    g.add_argument("--feddst-interval", type=int,
+                   help=f"rounds between FedDST's readjustments (default {d.feddst_interval})")
+    g.add_argument("--feddst-alpha", type=float,
+                   help=f"fraction of kept weights FedDST readjusts, annealed to 0 (default {d.feddst_alpha})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
@@ -160,6 +166,8 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (isinstance(o.importance_top, int | float) and 0 <= o.importance_top <= 1e6,
                "--importance-top must be a number >= 0"),
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
+              (o.feddst_interval > 0, "--feddst-interval must be positive"),
+              (0 <= o.feddst_alpha < 1, "--feddst-alpha must be in [0, 1)"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
