@@ -14,13 +14,18 @@ At 0.25 the first round's local steps on the other clients' labels then blow up 
 Methods: fedavg (dense), prunefl (initial + adaptive), adaptive-only, ip-only (initial pruning, then a fixed mask:
 the reference's ``-na -i``), snip and imp (both at PruneFL's final
 density, as the reference does for imp), reinit and random-reinit (PruneFL's final mask from the original /
-a fresh initialisation). The reference's "online" size tuner is not run (see coordinator/methods/__init__.py).
+a fresh initialisation), feddst (Bibikar et al.: a fixed density, at PruneFL's final density like snip and imp;
+prune / regrow every 10 rounds with a mask vote, docs/REPRODUCTION.md section 8). The reference's "online" size
+tuner is not run (see coordinator/methods/__init__.py).
+
+Charts: one series per method, accuracy vs simulated time (with initial pruning at the device rate and at 0 s)
+and vs bytes, with the targets as dashed lines, as SVG files beside the JSON (``--charts``) and in the report.
 
 Per method: final accuracy, final density, and the simulated time and bytes (up + down) to reach each target
 accuracy, with ratios to fedavg, with initial pruning's time counted and left out (as the reference accounts it).
 
     python bench/reproduce.py [--preset conv2|paper-proxy] [--partition iid|dirichlet|shards] [--quick]
-                              [--rounds N] [--json results.json] [--out DIR] [--threads 2]
+                              [--rounds N] [--json results.json] [--charts PREFIX] [--out DIR] [--threads 2]
 
 Presets: ``conv2`` (the default: the regime above, 400 rounds) and ``paper-proxy`` (the paper's federation shape on
 a small model: MLP 784-200-200-10 on MNIST 5k, 100 clients, 10 per round, the ``pi-proxy-mlp`` profile = the
@@ -50,7 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coordinator.cli_sim import SimOptions, run_simulation
-from coordinator.report import write_report
+from coordinator.report import write_chart_files, write_report
 
 log = logging.getLogger("reproduce")
 
@@ -201,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="run directories and report (default bench/results/reproduce-PRESET)")
     ap.add_argument("--json", help="write the summary JSON here")
+    ap.add_argument("--charts", help="write the comparison charts (accuracy vs simulated time, with and without "
+                    "initial pruning's time, and vs bytes; one series per method) as PREFIX-accuracy-vs-*.svg "
+                    "(default: beside --json with its name, else OUT/comparison)")
     ap.add_argument("--engine-profile", help="a profile of this machine (prunefl-edge profile --model conv2 "
                     "--classes 10): its dense/sparse switch-over densities speed up the simulation's wall time")
     ap.add_argument("--engine", choices=("c", "torch"), default="c",
@@ -260,9 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nWall time: {total:.0f} s on this machine ({args.threads} threads); preset {preset.name}, partition "
           f"{partition}, rounds per method: {rounds}{' (--quick)' if args.quick else ''}.")
-    report = write_report({m: r["records"] for m, r in runs.items()}, out,
-                          title=f"PruneFL reproduction ({preset.title}, {partition})", table_markdown=table)
+    records = {m: r["records"] for m, r in runs.items()}
+    report = write_report(records, out, title=f"PruneFL reproduction ({preset.title}, {partition})",
+                          table_markdown=table, targets=summary["targets"])
     print(f"Report: {report}")
+    prefix = Path(args.charts) if args.charts else (Path(args.json).with_suffix("") if args.json
+                                                    else out / "comparison")
+    for path in write_chart_files(records, prefix.parent, prefix.name, summary["targets"]):
+        print(f"Chart: {path}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
