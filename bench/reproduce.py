@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fraction", type=float, default=0.95, help="the lenient target: this x fedavg's final")
     ap.add_argument("--final-evaluations", type=int, default=5,
                     help="final accuracy = mean of this many last evaluations (default 5)")
+    ap.add_argument("--ip-interval", type=int, help="passes between initial pruning's reconfigurations (default: the "
+                    "reconfiguration interval, 50, as the reference; fewer make IP cheaper, docs/REPRODUCTION.md 9)")
+    ap.add_argument("--ip-budget-s", type=float, help="device-time budget of initial pruning (simulated seconds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="run directories and report (default bench/results/reproduce-PRESET)")
@@ -230,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                       local_steps=5, batch_size=20, eval_every=4 if args.quick else 10,
                       reconfig_interval=10 if args.quick else 50, ip_max_passes=40 if args.quick else 1000,
                       profile=preset.profile, seed=args.seed, threads=args.threads, report=False, export_onnx=False,
-                      engine_profile=args.engine_profile)
+                      engine_profile=args.engine_profile, ip_interval=args.ip_interval,
+                      ip_budget_s=args.ip_budget_s)
     factories: dict[str, Any] = {}
     if args.engine == "torch":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

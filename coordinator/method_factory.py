@@ -30,7 +30,7 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
         return PruneFL(initial=(m != "adaptive-only"), adaptive=(m != "ip-only"),
                        reconfig_interval=opts.reconfig_interval, importance_window=opts.importance_window,
                        max_density=opts.max_density, initial_client=opts.initial_client,
-                       ip_max_passes=opts.ip_max_passes,
+                       ip_max_passes=opts.ip_max_passes, ip_interval=opts.ip_interval, ip_budget_s=opts.ip_budget_s,
                        importance_top=opts.importance_top if opts.importance_upload == "sparse" else None,
                        ip_masked_importance=(opts.ip_importance == "masked"), ties=opts.mask_ties,
                        importance_from=opts.importance_from)

@@ -46,6 +46,8 @@ class RunOptions:
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
+    ip_interval: int | None = None  # passes between initial pruning's reconfigurations (None: --reconfig-interval)
+    ip_budget_s: float | None = None  # device-time budget of initial pruning (simulated seconds, compute only)
     # the reference's semantics by default (docs/REPRODUCTION.md); the other value of each is an option to measure
     ip_importance: str = "masked"  # initial pruning's z: "masked" (0 at pruned weights, no regrowth) or "dense"
     mask_ties: str = "keep"  # weights tied with the delta-cut magnitude: "keep" (reference) or "exact"
@@ -105,6 +107,11 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--ip-interval", type=int, help="passes between initial pruning's reconfigurations (default: "
+                                                  "--reconfig-interval, as the reference)")
+    g.add_argument("--ip-budget-s", type=float,
+                   help="device-time budget of initial pruning (compute only, by the time model): its pass limit "
+                        "becomes the passes of the dense model that fit in it (default: none)")
     g.add_argument("--ip-importance", choices=("masked", "dense"),
                    help="initial pruning's importance: masked (the reference: z = 0 at pruned weights, no regrowth) "
                         f"or dense (default {d.ip_importance})")
@@ -166,6 +173,8 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (isinstance(o.importance_top, int | float) and 0 <= o.importance_top <= 1e6,
                "--importance-top must be a number >= 0"),
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
+              (o.ip_interval is None or o.ip_interval > 0, "--ip-interval must be positive"),
+              (o.ip_budget_s is None or o.ip_budget_s > 0, "--ip-budget-s must be positive"),
               (o.feddst_interval > 0, "--feddst-interval must be positive"),
               (0 <= o.feddst_alpha < 1, "--feddst-alpha must be in [0, 1)"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
