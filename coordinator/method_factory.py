@@ -39,7 +39,8 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
     if m == "snip":
         return Snip(opts.target_density)
     if m == "feddst":
-        return FedDST(opts.target_density, interval=opts.feddst_interval, alpha=opts.feddst_alpha)
+        return FedDST(opts.target_density, interval=opts.feddst_interval, alpha=opts.feddst_alpha,
+                      distribution=opts.feddst_distribution)
     if m == "imp":
         return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
     if m in ("reinit", "random-reinit"):

@@ -42,6 +42,7 @@ class RunOptions:
     max_density: float | None = None
     target_density: float = 0.13  # snip / imp / feddst
     feddst_interval: int = 10  # rounds between FedDST's readjustments (the reference's R_adj)
+    feddst_distribution: str = "erk"  # FedDST's per-layer densities: "erk" (the reference's default) or "uniform"
     feddst_alpha: float = 0.05  # FedDST's readjusted fraction of kept weights (cosine-annealed to 0 at half the run)
     imp_steps: int = 20
     initial_client: str | None = None
@@ -104,6 +105,8 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
                    help=f"rounds between FedDST's readjustments (default {d.feddst_interval})")
     g.add_argument("--feddst-alpha", type=float,
                    help=f"fraction of kept weights FedDST readjusts, annealed to 0 (default {d.feddst_alpha})")
+    g.add_argument("--feddst-distribution", choices=("erk", "uniform"),
+                   help=f"FedDST's per-layer densities (default {d.feddst_distribution})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
@@ -176,6 +179,7 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (o.ip_interval is None or o.ip_interval > 0, "--ip-interval must be positive"),
               (o.ip_budget_s is None or o.ip_budget_s > 0, "--ip-budget-s must be positive"),
               (o.feddst_interval > 0, "--feddst-interval must be positive"),
+              (o.feddst_distribution in ("erk", "uniform"), "--feddst-distribution must be erk or uniform"),
               (0 <= o.feddst_alpha < 1, "--feddst-alpha must be in [0, 1)"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),

@@ -89,3 +89,16 @@ def test_feddst_rejects_bad_options():
         with pytest.raises(ValueError):
             FedDST(**kw)
     assert dataclasses.fields(SimOptions)  # options exist for the CLI
+
+
+def test_erk_densities_keep_small_layers_denser_at_the_same_overall_density():
+    from coordinator.methods.feddst import layer_densities
+
+    shapes = [(200, 784), (200, 200), (10, 200)]
+    sizes = [200 * 784, 200 * 200, 10 * 200]
+    d = layer_densities(shapes, 0.13)
+    assert sum(a * b for a, b in zip(d, sizes, strict=True)) / sum(sizes) == pytest.approx(0.13)
+    assert d[0] < d[1] < d[2] == 1.0  # the 10-class output layer is dense, the rest rescaled
+    assert layer_densities(shapes, 0.13, "uniform") == [0.13] * 3
+    with pytest.raises(ValueError):
+        layer_densities(shapes, 0.13, "er")

@@ -62,12 +62,36 @@ def vote_masks(client_masks: list[np.ndarray], n_samples: list[int], current: np
     return out.reshape(current.shape)
 
 
-def layer_magnitude_masks(weights: list[np.ndarray], density: float) -> list[np.ndarray]:
-    """Per layer, the ``round(density * size)`` largest |w| (the reference's ``layer_prune`` with a uniform
-    sparsity distribution; ties: the lower position)."""
+DISTRIBUTIONS = ("erk", "uniform")
+
+
+def layer_densities(shapes: list[tuple[int, ...]], density: float, distribution: str = "erk") -> list[float]:
+    """Per-layer densities whose weighted mean is ``density``: "uniform" (every layer the same) or "erk"
+    (Erdős–Rényi-Kernel, RigL's and the reference's default: a layer's density proportional to sum(shape) /
+    prod(shape), so small layers stay denser; layers that would exceed 1 are dense and the rest rescaled)."""
+    if distribution == "uniform":
+        return [density] * len(shapes)
+    if distribution != "erk":
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
+    sizes = np.array([float(np.prod(s)) for s in shapes])
+    raw = np.array([float(sum(s)) / float(np.prod(s)) for s in shapes])
+    dense = np.zeros(len(shapes), bool)
+    while True:
+        budget = density * sizes.sum() - sizes[dense].sum()
+        eps = budget / float((raw * sizes)[~dense].sum())
+        over = ~dense & (eps * raw > 1.0)
+        if not over.any():
+            return [1.0 if d else float(eps * r) for d, r in zip(dense, raw, strict=True)]
+        dense |= over
+
+
+def layer_magnitude_masks(weights: list[np.ndarray], density: float | list[float]) -> list[np.ndarray]:
+    """Per layer, the ``round(density * size)`` largest |w| (the reference's ``layer_prune``; ``density`` one
+    number or one per layer; ties: the lower position)."""
     out = []
-    for w in weights:
-        k = max(1, round(density * w.size))
+    dens = density if isinstance(density, list) else [density] * len(weights)
+    for w, d in zip(weights, dens, strict=True):
+        k = max(1, round(d * w.size))
         order = np.argsort(-np.abs(w.ravel()), kind="stable")
         m = np.zeros(w.size, bool)
         m[order[:k]] = True
@@ -76,17 +100,22 @@ def layer_magnitude_masks(weights: list[np.ndarray], density: float) -> list[np.
 
 
 class FedDST(BaseMethod):
-    """density: the fixed density of every prunable layer (uniform; the reference's default is ERK).
+    """density: the fixed overall density of the prunable layers, spread over them by ``distribution`` ("erk",
+        the reference's default, or "uniform").
     interval: rounds between readjustments (the reference's ``--rounds-between-readjustments``, 10); readjustment
         rounds are 1, 1 + interval, ... as in the reference (``(round - 1) % R == 0``).
     alpha: the readjusted fraction of kept weights, cosine-annealed to 0 at ``decay_end`` (default: half the run,
         the reference's ``--rate-decay-end`` default)."""
 
-    def __init__(self, density: float, interval: int = 10, alpha: float = 0.05, decay_end: int | None = None) -> None:
+    def __init__(self, density: float, interval: int = 10, alpha: float = 0.05, decay_end: int | None = None,
+                 distribution: str = "erk") -> None:
         super().__init__(name="feddst")
         if not 0 < density <= 1 or interval <= 0 or not 0 <= alpha < 1:
             raise ValueError("feddst needs a density in (0, 1], interval > 0 and alpha in [0, 1)")
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
         self.density, self.interval, self.alpha, self.decay_end = density, interval, alpha, decay_end
+        self.distribution = distribution
         self._pending: tuple[int, dict[int, np.ndarray]] | None = None  # (round, masks) from aggregate_round
 
     def fraction(self, view: RoundView) -> float:
@@ -102,7 +131,8 @@ class FedDST(BaseMethod):
 
     def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
         wp = list(view.weight_params)
-        masks = layer_magnitude_masks([np.asarray(view.weights[p]) for p in wp], self.density)
+        dens = layer_densities([tuple(view.shapes[p]) for p in wp], self.density, self.distribution)
+        masks = layer_magnitude_masks([np.asarray(view.weights[p]) for p in wp], dens)
         return Update(masks=dict(zip(wp, masks, strict=True)))
 
     def configure_round(self, view: RoundView) -> TrainConfig:
