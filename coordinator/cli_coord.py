@@ -300,6 +300,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
                            deadline_s=opts.deadline, max_update_norm=opts.max_update_norm,
+                           clip_updates=opts.clip_updates,
                            stragglers=StragglerPolicy(opts.straggler_misses, opts.straggler_bench,
                                                       max(80, opts.straggler_bench)))
         evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)

@@ -143,7 +143,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
 
     cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                        local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
-                       max_update_norm=opts.max_update_norm)
+                       max_update_norm=opts.max_update_norm, clip_updates=opts.clip_updates)
     coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
                              net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round,
                              sparse_thresholds=thresholds)

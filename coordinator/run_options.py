@@ -31,6 +31,7 @@ class RunOptions:
     clients_per_round: int = 10
     lr: float = 0.25
     max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
+    clip_updates: float | None = None  # robust aggregate: clip updates to this x the round's median norm
     local_steps: int = 5
     batch_size: int = 20
     eval_every: int = 10
@@ -75,6 +76,9 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
     g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
                                                          "of returned minus sent values) is larger (default: no bound)")
+    g.add_argument("--clip-updates", type=float, metavar="FACTOR",
+                   help="robust aggregate: scale every update whose L2 norm exceeds FACTOR x the median norm of the "
+                        "round's updates down to that norm (e.g. 2; default off)")
     g = groups["pruning"] = p.add_argument_group("pruning")
     g.add_argument("--reconfig-interval", type=int, help=f"rounds between reconfigurations (default "
                                                          f"{d.reconfig_interval})")
@@ -135,6 +139,8 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
+              (o.clip_updates is None or o.clip_updates >= 1, "--clip-updates must be >= 1 (a multiple of the "
+                                                                "round's median update norm)"),
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (o.threads > 0, "--threads must be positive"),
               (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}"), *extra]

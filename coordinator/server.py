@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.aggregation import kept_index, split_fresh
+from coordinator.aggregation import (
+    NOT_SELECTED,
+    clip_to_median,
+    kept_index,
+    sample_budget,
+    split_fresh,
+    weigh_results,
+)
 from coordinator.client_ledger import ClientLedger
 from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
@@ -51,6 +58,7 @@ class ServerConfig:
     deadline_s: float | None = None
     min_clients: int = 1  # a round with fewer results keeps the weights unchanged (and says so)
     max_update_norm: float | None = None  # results whose update (L2, all parameters) is larger are not aggregated
+    clip_updates: float | None = None  # robust aggregate: updates longer than this x the round's median are scaled
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)  # default: never bench an edge
 
 
@@ -178,7 +186,7 @@ class Coordinator:
             if f.needs_full_mask or unsure:
                 self.ledger.forget(f.client_id)
         for res in got.results:
-            if res.round == r:
+            if res.round == r and res.client_id in sent:
                 self.ledger.holds(res.client_id, res.mask_version)
         self.state.bytes_up += got.bytes_up
         return got
@@ -217,6 +225,12 @@ class Coordinator:
             clients = list(step.clients) if step.clients is not None else select_clients(
                 self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
             got = self.run_tasks(clients, step.kind, step.config, step.deadline)
+            # only the answers of the clients the step's tasks went to, for this step
+            foreign = [x for x in got.results if x.client_id not in got.sent_to or x.round != self.state.round]
+            for x in foreign:
+                log.warning("setup: dropped a result of %s (round %d): not an answer to a task sent", x.client_id,
+                            x.round)
+            got.results = [x for x in got.results if x not in foreign]
         self.apply(self.method.finish_setup(self.view(), got))
 
     def run_round(self) -> dict[str, Any]:
@@ -233,9 +247,17 @@ class Coordinator:
             raise RuntimeError("no client is available")
         train_cfg = self.method.configure_round(self.view())
         kept_during = self.kept_counts()
+        # the FedAvg weight of a result is bounded by what the coordinator knows at selection (the task's samples,
+        # the count the client announced then), never by what the result claims alone
+        budgets = {c: sample_budget(train_cfg.local_steps, train_cfg.batch_size,
+                                    self.transport.client_info(c).get("n_samples")) for c in clients}
         got = self.run_tasks(clients, TaskKind.TRAIN, train_cfg)
         results = [x for x in got.results if isinstance(x, TrainResult)]
-        fresh, rejected = split_fresh(results, r, st.mask_version)
+        fresh, rejected = split_fresh(results, r, st.mask_version, set(clients))
+        unselected = sorted({res.client_id for res, why in rejected if why == NOT_SELECTED})
+        rejected = [(res, why) for res, why in rejected if why != NOT_SELECTED]
+        for c in unselected:
+            log.warning("round %d: dropped a result of %s, which was not selected for this round", r, c)
         expect_values = train_cfg.local_steps > 0
         sent = self._values()  # what the clients were sent (weights and mask unchanged since run_tasks)
         invalid = 0
@@ -248,6 +270,13 @@ class Coordinator:
                 log.warning("round %d: rejected the result of %s: %s", r, res.client_id, why)
         for res, why in rejected:
             log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
+        fresh, capped = weigh_results(fresh, budgets)
+        for c in capped:
+            log.warning("round %d: %s claimed more samples than its task could have used: weighted by %d", r, c,
+                        budgets[c])
+        clipped: list[str] = []
+        if cfg.clip_updates is not None and expect_values:
+            fresh, clipped = clip_to_median(fresh, sent, cfg.clip_updates)
         self.apply(self.method.aggregate_round(self.view(), fresh, got.failures))
         for res in fresh:
             if res.importance is not None:
@@ -267,7 +296,7 @@ class Coordinator:
         missed.update({res.client_id: why for res, why in rejected if res.round == r})
         late = sorted(res.client_id for res, _ in rejected if res.round != r)
         if cfg.stragglers.misses > 0:
-            in_time = {res.client_id for res in results if res.round == r}
+            in_time = {res.client_id for res in results if res.round == r and res.client_id in budgets}
             timed_out = [f.client_id for f in got.failures if f.reason == "timeout"]
             for c, until in record_round(book, cfg.stragglers, r, timed_out, in_time).items():
                 log.warning("round %d: %s missed the deadline %d rounds in a row: left out of selection until round "
@@ -279,6 +308,7 @@ class Coordinator:
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
+            unselected_results=len(unselected), capped_weights=len(capped), clipped_updates=len(clipped),
             missed=missed, late_results=late, benched=benched, state_save_failures=save_failures,
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
