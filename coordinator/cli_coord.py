@@ -5,10 +5,11 @@
     prunefl-coord --config coord.toml [--resume]                          # a TOML file holds what flags hold
 
 Discovers edges from their retained status, waits for --min-clients, runs PruneFL's initial pruning on one edge
-(--initial-client, default the one with most samples), then rounds with --clients-per-round of the edges online,
-each closed at --deadline seconds with the results that came. After every round the state is checkpointed
-atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or Ctrl-C finishes the round in progress,
-checkpoints and writes the outputs (metrics.jsonl, summary.json, report.html, model.onnx, final_*.npz).
+(--initial-client, default the first id among those announcing at least the median sample count), then rounds
+with --clients-per-round of the edges online, each closed at --deadline seconds with the results that came. After
+every round the state is checkpointed atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or
+Ctrl-C finishes the round in progress, checkpoints and writes the outputs (metrics.jsonl, summary.json,
+report.html, model.onnx, final_*.npz).
 
 Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error, 3 data/model error or OUT not
 writable (the last checkpoint stays whole: --resume),
@@ -66,6 +67,7 @@ class CoordOptions(RunOptions):
     username: str | None = None
     password_file: str | None = None
     max_payload_bytes: int = 4 * 2**20
+    max_message_bytes: int | None = None  # None: derived from the model (Limits.for_model)
     min_clients: int = 2
     wait_timeout: float = 600.0
     deadline: float = 120.0
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--password-file", help="file holding the broker password")
     g.add_argument("--max-payload-bytes", type=int,
                    help=f"larger tasks go in chunks (default {d.max_payload_bytes})")
+    g.add_argument("--max-message-bytes", type=int,
+                   help="largest (reassembled) result accepted; partial chunked results held are bounded by twice this "
+                        "(default: from the model, what its largest honest result can be x 1.25 + 1 MiB)")
     groups = add_run_arguments(
         p, d, data_title="model and evaluation",
         dataset_help="held-out evaluation data: mnist5k, digits or a path",
@@ -133,6 +138,8 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
                           (o.spawn_edges >= 0, "--spawn-edges must be >= 0"),
                           (o.edge_threads > 0, "--edge-threads > 0"),
                           (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
+                          (o.max_message_bytes is None or o.max_message_bytes >= 65536,
+                           "--max-message-bytes must be >= 65536 (or left out: derived from the model)"),
                           (bool(o.out), "--out must name a directory")])
     if o.spawn_edges and o.spawn_edges < o.min_clients:
         raise UsageError(f"--spawn-edges {o.spawn_edges} < --min-clients {o.min_clients}: the run would never start")
@@ -243,6 +250,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     from coordinator.transport_mqtt import MqttTransport
     from prunefl_common.model_spec import spec_to_dict
     from prunefl_common.protocol.mqtt_client import BrokerConfig
+    from prunefl_common.protocol.wire import Limits
     from prunefl_common.time_model import TimeModel, load_profile
     from prunefl_edge.engine import Network
     from prunefl_edge.inputs import load_data, load_model
@@ -280,8 +288,12 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         password = Path(opts.password_file).read_text().strip() if opts.password_file else None
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
                           username=opts.username, password=password)
+        pshapes = spec.param_shapes()
+        limits = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable],
+                                  "coordinator", opts.max_message_bytes)
         transport = MqttTransport(bc, opts.federation, spec_to_dict(spec), client_id=opts.client_id,
-                                  max_payload_bytes=opts.max_payload_bytes,
+                                  max_payload_bytes=opts.max_payload_bytes, limits=limits,
+                                  reassembly_bytes=limits.reassembly_budget(opts.clients_per_round),
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
         transport.start(fresh=not opts.resume)
         if opts.spawn_edges:
@@ -342,7 +354,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         write_outputs(opts, coord, spec, out, title=f"prunefl-coord: {opts.method} over MQTT")
         summary = json.loads((out / "summary.json").read_text())
         summary.update({"transport": {"broker": opts.broker, "federation": opts.federation,
-                                      "rejected_messages": transport.rejected_messages,
+                                      **transport.counters(),
                                       "bytes_sent": transport.bytes_sent, "bytes_received": transport.bytes_received},
                         "completed": state.round >= cfg.rounds})
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

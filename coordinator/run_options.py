@@ -87,7 +87,8 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
     g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
-    g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
+    g.add_argument("--initial-client", help="client id for initial pruning (default: the first id among the "
+                                            "clients announcing at least the median sample count)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
     g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
     g.add_argument("--profile", help=f"{profile_help} (default {d.profile})")

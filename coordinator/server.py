@@ -310,6 +310,7 @@ class Coordinator:
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
             unselected_results=len(unselected), capped_weights=len(capped), clipped_updates=len(clipped),
             missed=missed, late_results=late, benched=benched, state_save_failures=save_failures,
+            dropped_messages=self.transport.counters(),
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,

@@ -61,6 +61,10 @@ class Transport(ABC):
         coordinator checks round and mask version. A client that did not answer in time is a failure.
         """
 
+    def counters(self) -> dict[str, int]:
+        """Messages the transport dropped so far, by why (for the metrics); empty when it drops none."""
+        return {}
+
     def close(self) -> None:
         """Release connections and threads (nothing by default)."""
         return None

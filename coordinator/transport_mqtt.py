@@ -40,7 +40,7 @@ class MqttTransport(Transport):
     def __init__(self, broker: BrokerConfig, federation: str, model: dict[str, Any] | None,
                  client_id: str = "coordinator", max_payload_bytes: int = 4 * 2**20,
                  limits: Limits | None = None, offline_grace_s: float = 60.0,
-                 sizes: dict[int, int] | None = None) -> None:
+                 sizes: dict[int, int] | None = None, reassembly_bytes: int | None = None) -> None:
         self.topics = Topics(federation)
         self.federation = federation
         self.sender = client_id
@@ -55,9 +55,12 @@ class MqttTransport(Transport):
         self._changed = threading.Condition(self._lock)
         self._results: queue.Queue[tuple[str, Decoded, float]] = queue.Queue()  # (edge, message, arrival time)
         self._sent_at: dict[str, float] = {}  # edge -> when its last task was handed to the client
-        self._reasm = Reassembler(self.limits)
+        # partial chunked results: a budget in bytes (default two messages at the limit), two per edge, so that one
+        # edge's chunk flood evicts its own partial messages only
+        self._reasm = Reassembler(self.limits, max_pending_bytes=reassembly_bytes or self.limits.reassembly_budget(),
+                                  max_pending_per_sender=2)
         self._seen = RecentIds(4096)  # result message ids: a redelivery is dropped, never aggregated twice
-        self.rejected_messages = 0
+        self.rejected_messages = 0  # undecodable, foreign or mislabelled messages, and bad chunks
         self.bytes_received = 0
         self.bytes_sent = 0
         self.client = MqttClient(broker, client_id=client_id,
@@ -221,6 +224,10 @@ class MqttTransport(Transport):
         if waiting:
             log.warning("round %d: no answer from %s by the deadline", round_index, ", ".join(sorted(waiting)))
         return out
+
+    def counters(self) -> dict[str, int]:
+        return {"rejected_messages": self.rejected_messages, "partial_messages_evicted": self._reasm.evicted,
+                "partial_messages_expired": self._reasm.expired}
 
     def close(self) -> None:
         self.client.stop()

@@ -44,6 +44,7 @@ from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
 from prunefl_common.protocol.wire import (
     Decoded,
+    Limits,
     ProtocolError,
     RejectMsg,
     StatusMsg,
@@ -92,7 +93,10 @@ class EdgeAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._net_factory = net_factory
         self._inbox: queue.Queue[bytes] = queue.Queue()
-        self._reasm = Reassembler()
+        # tasks are one at a time: at most two partial ones, two tasks' worth of bytes
+        self._limits = Limits(max_message_bytes=cfg.max_message_bytes)
+        self._reasm = Reassembler(self._limits, max_pending_bytes=self._limits.reassembly_budget(),
+                                  max_pending_messages=2, max_pending_per_sender=2)
         self._seen = RecentIds(256)  # message ids of executed tasks (duplicates)
         self.trainer: Trainer | None = None
         self.profile: DeviceProfile | None = None
@@ -159,7 +163,7 @@ class EdgeAgent:
             whole = self._reasm.feed(payload)
             if whole is None:
                 return
-            msg = decode(whole)
+            msg = decode(whole, self._limits)
         except ProtocolError as e:
             self.counters["messages_dropped"] += 1
             log.warning("dropped an undecodable message on my task topic: %s", e)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from mosquitto_util import mosquitto  # noqa: F401 - fixture
 
-from coordinator import cli_coord
 from coordinator.cli_coord import CoordOptions, run
 from prunefl_common.messages import Task, TrainResult
 from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient

@@ -262,3 +262,17 @@ def test_clipping_to_the_rounds_median_norm_bounds_one_clients_pull():
     assert picked, "c0 was never selected"
     assert all(r["clipped_updates"] >= 1 and r["results"] == r["clients"] for r in picked)
     assert float(max(np.abs(w).max() for w in coord.state.weights)) < 5  # without clipping: > 20 (test above)
+
+
+def test_an_announced_count_cannot_choose_the_initial_pruning_client():
+    from types import SimpleNamespace
+
+    def pick(info):
+        return PruneFL()._pick_initial_client(SimpleNamespace(available=sorted(info), client_info=info))
+
+    honest = {f"e{i}": {"n_samples": 300 + i} for i in range(4)}
+    assert pick(honest) == "e2"  # the first id of those at or above the median count
+    for lie in (10**12, 10**9, 400):
+        assert pick({**honest, "e9": {"n_samples": lie}}) == "e2"
+    assert pick({**honest, "e9": {"n_samples": "many"}, "e8": {}}) == "e2"
+    assert pick({"a": {}, "b": {"n_samples": True}}) == "a"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from coordinator.methods.base import BaseMethod
 from coordinator.result_check import initial_prune_problem
 from coordinator.strategy import RoundView, SetupStep, Update
@@ -22,7 +24,8 @@ class PruneFL(BaseMethod):
         ``reconfig_interval`` (0-based), as in the reference (``check_adj_round``).
     importance_window: rounds before each reconfiguration (the reconfiguration round included) in which
         clients accumulate importance; None = the whole interval (faithful: the reference accumulates always).
-    initial_client: the client that runs initial pruning; None = the one with the most local samples.
+    initial_client: the client that runs initial pruning; None = the first (by id) of the clients announcing at least
+        the median sample count (a count qualifies, it does not rank: a lying count cannot choose the client).
     """
 
     def __init__(self, initial: bool = True, reconfig_interval: int = 50, importance_window: int | None = None,
@@ -51,7 +54,14 @@ class PruneFL(BaseMethod):
                 raise RuntimeError(f"initial-pruning client {self.initial_client!r} is not available "
                                    f"(available: {', '.join(avail)})")
             return self.initial_client
-        return max(sorted(avail), key=lambda c: int(view.client_info.get(c, {}).get("n_samples", 0)))
+        # an announced count is the edge's own word: it may only qualify a client (at least the median of the
+        # counts announced), never rank it above the others, so announcing 10**12 samples cannot win the choice
+        counts = {c: view.client_info.get(c, {}).get("n_samples") for c in avail}
+        valid = {c: n for c, n in counts.items() if isinstance(n, int) and not isinstance(n, bool) and n > 0}
+        if not valid:
+            return sorted(avail)[0]
+        med = float(np.median(list(valid.values())))
+        return sorted(c for c, n in valid.items() if n >= med)[0]
 
     def _ip_config(self, view: RoundView) -> InitialPruneConfig:
         tm = view.time_model
