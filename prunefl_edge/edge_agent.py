@@ -52,6 +52,7 @@ from prunefl_common.protocol.wire import (
     encode_reject,
     encode_result,
     encode_status,
+    peek_model,
 )
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
 from prunefl_edge.edge_config import EdgeConfig
@@ -101,6 +102,7 @@ class EdgeAgent:
         self.trainer: Trainer | None = None
         self.profile: DeviceProfile | None = None
         self._model_key: str | None = None
+        self._model_limits: Limits | None = None  # the model's (shapes checked), once a task named it
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
         self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
@@ -163,7 +165,7 @@ class EdgeAgent:
             whole = self._reasm.feed(payload)
             if whole is None:
                 return
-            msg = decode(whole, self._limits)
+            msg = decode(whole, self._limits_for(whole))
         except ProtocolError as e:
             self.counters["messages_dropped"] += 1
             log.warning("dropped an undecodable message on my task topic: %s", e)
@@ -180,6 +182,14 @@ class EdgeAgent:
             return
         self._execute(msg)
         self._seen.add(msg.header.msg_id)
+
+    def _limits_for(self, whole: bytes) -> Limits:
+        """The model's limits (every declared shape checked against the model before anything is allocated) for a
+        task about the model this edge runs; the configured ones for the first task, or one naming another model."""
+        if self._model_limits is None:
+            return self._limits
+        model = peek_model(whole, self._limits)
+        return self._model_limits if model is None or model_key(model) == self._model_key else self._limits
 
     def load_profile(self) -> None:
         """The device profile (cached, configured or measured now). A profile that cannot be had is logged and
@@ -225,6 +235,10 @@ class EdgeAgent:
         seed = int(hashlib.sha256(self.cfg.id.encode()).hexdigest()[:8], 16)
         self.trainer = Trainer(self.cfg.id, net, self.x, self.y, seed=seed)
         self._model_key = key
+        pshapes = spec.param_shapes()
+        derived = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable], "edge")
+        self._model_limits = Limits.for_model(derived.shapes or (), derived.prunable or (), "edge",
+                                              min(derived.max_message_bytes, self.cfg.max_message_bytes))
         self._load_state(key)
         return self.trainer
 

@@ -78,7 +78,7 @@ from prunefl_common.protocol.topics import valid_id
 
 __all__ = [  # what wire.py re-exports
     "STATES", "Decoded", "RejectMsg", "StatusMsg", "decode", "encode_reject", "encode_result", "encode_status",
-    "encode_task", "peek_header", "result_nbytes", "task_nbytes",
+    "encode_task", "peek_header", "peek_model", "result_nbytes", "task_nbytes",
 ]
 
 _Parts = tuple[MsgKind, dict[str, Any], dict[str, np.ndarray]]  # an envelope before it is built
@@ -527,6 +527,20 @@ def _peek(data: bytes | bytearray | memoryview, limits: Limits) -> Header:
     kind, body, _ = read_prefix(data, limits)
     h = container_header(body, limits)
     return read_header(kind, h)
+
+
+def _peek_model(data: bytes | bytearray | memoryview, limits: Limits) -> dict[str, Any] | None:
+    kind, body, _ = read_prefix(data, limits)
+    if kind != MsgKind.TASK:
+        return None
+    model = container_header(body, limits).get("model")
+    return model if isinstance(model, dict) else None
+
+
+def peek_model(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """The model a TASK names (None for another kind, or a task naming none), from the JSON header only: lets an
+    edge pick the limits (its model's shapes) before it decodes the tensors."""
+    return guarded("a task's model", _peek_model, data, limits)
 
 
 def peek_header(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Header:
