@@ -96,3 +96,72 @@ def test_results_for_rounds_an_edge_was_not_selected_for_do_not_count(mosquitto,
     assert all(r["results"] == r["clients"] == K and r["capped_weights"] == 0 for r in train)
     assert abs(_final_accuracy(tmp_path / "attacked") - _final_accuracy(tmp_path / "clean")) <= 0.005
     assert attacked.state.round == clean.state.round == 8
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def _wait(cond, timeout_s: float = 30.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.05)
+    return cond()
+
+
+def test_oversized_and_flooded_results_cost_the_coordinator_little_memory(mosquitto, tmp_path):  # noqa: F811
+    """The issue's 15.5 MiB result whose masks would have been built at 64 bytes per message byte (~1 GiB), sent
+    in chunks on edge3's own result topic, then a flood of partial chunked results: the coordinator's transport,
+    with the limits `prunefl-coord` derives from the model, refuses the first on its declared size and holds at
+    most two of edge3's partial messages. Peak RSS (VmHWM, reset before the attack) grows by less than 64 MiB."""
+    from coordinator.transport_mqtt import MqttTransport
+    from prunefl_common.messages import InitialPruneResult
+    from prunefl_common.protocol.chunks import split_message
+    from prunefl_common.protocol.codec import _result_parts
+    from prunefl_common.protocol.envelope import envelope
+    from prunefl_common.protocol.wire import Limits
+    from prunefl_edge.models import mlp_spec
+
+    broker = mosquitto()
+    spec = mlp_spec((1, 8, 8), (200, 200), 10)  # the digits MLP
+    ps = spec.param_shapes()
+    limits = Limits.for_model([p.shape for p in ps], [i for i, p in enumerate(ps) if p.prunable], "coordinator")
+    tr = MqttTransport(BrokerConfig(url=broker.url), "t", None, limits=limits,
+                       reassembly_bytes=limits.reassembly_budget(3))
+    tr.start(10, fresh=True)
+    attacker = MqttClient(BrokerConfig(url=broker.url), client_id="edge3-stolen")
+    assert attacker.start(10)
+    try:
+        # a 32768 x 32768 mask, every 64th entry kept, delta-coded: 16 MiB of gaps at the element budget (1 byte per
+        # 64 mask entries), so a decoder without the model would build a 1 GiB mask
+        kind, h, tensors = _result_parts(InitialPruneResult("edge3", 0, {0: np.ones((8, 8), bool)}, [], 1),
+                                         "t", "edge3")
+        gaps = np.full(2**24, 64, np.uint8)
+        gaps[0] = 0
+        h["masks"] = [{"param": 0, "shape": [32768, 32768], "enc": "delta"}]
+        msg = envelope(kind, h, {**tensors, "m0": gaps})
+        assert 16 * 2**20 < len(msg) < 17 * 2**20
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        base = _rss_mib("VmRSS")
+        for part in split_message(msg, 4 * 2**20, federation="t", sender="edge3"):
+            attacker.publish(Topics("t").result("edge3"), part)
+        assert _wait(lambda: tr.rejected_messages >= 1)
+        # a flood: first chunks of 40 messages within the size limit, never completed
+        blob = np.random.default_rng(0).bytes(limits.max_message_bytes - 4096)
+        for _ in range(40):
+            part = split_message(blob, 65536, federation="t", sender="edge3")[0]
+            attacker.publish(Topics("t").result("edge3"), part)
+        assert _wait(lambda: tr.counters()["partial_messages_evicted"] >= 38)
+        assert tr._reasm.pending_messages <= 2 and tr._reasm.pending_bytes <= limits.reassembly_budget(3)
+        grew = _rss_mib("VmHWM") - base
+        assert grew < 64, f"peak RSS grew by {grew:.0f} MiB"
+        counters = tr.counters()
+        assert counters["rejected_messages"] >= 1 and counters["partial_messages_evicted"] >= 38, counters
+    finally:
+        attacker.stop()
+        tr.close()
