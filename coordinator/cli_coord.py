@@ -41,7 +41,7 @@ from coordinator.run_options import (
     given_values,
     option_names,
 )
-from coordinator.server import Coordinator, ServerConfig
+from coordinator.server import Coordinator, Interrupted, ServerConfig
 from coordinator.state import GlobalState, StateError
 from coordinator.stragglers import StragglerPolicy
 from prunefl_common.errors import ExitCode, InputError
@@ -295,6 +295,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                                   max_payload_bytes=opts.max_payload_bytes, limits=limits,
                                   reassembly_bytes=limits.reassembly_budget(opts.clients_per_round),
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
+        transport.stop = stop.event  # SIGTERM ends initial pruning's long wait at once
         transport.start(fresh=not opts.resume)
         if opts.spawn_edges:
             edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
@@ -343,9 +344,13 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                 coord.record(stage="resumed", setup_done=bool(state.extra.get("setup_done")))
             if state.round == 0 and not state.extra.get("setup_done"):
                 state.save(ckpt)  # a restart during initial pruning (minutes at one edge) can --resume
-                coord.setup()
-                state.extra["setup_done"] = True
-                state.save(ckpt)
+                try:
+                    coord.setup()
+                except Interrupted as e:
+                    log.warning("%s: the checkpoint from before initial pruning stands; --resume starts it again", e)
+                else:
+                    state.extra["setup_done"] = True
+                    state.save(ckpt)
             while state.round < cfg.rounds and not stop.event.is_set():
                 coord.run_round()
                 state.save(ckpt)

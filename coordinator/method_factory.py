@@ -29,7 +29,8 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
     if m in ("prunefl", "adaptive-only"):
         return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
                        importance_window=opts.importance_window, max_density=opts.max_density,
-                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes)
+                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes,
+                       ip_deadline_s=opts.initial_deadline)
     if m == "fedavg":
         return FedAvg()
     if m == "snip":

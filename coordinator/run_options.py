@@ -42,6 +42,7 @@ class RunOptions:
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
+    initial_deadline: float | None = None  # seconds; None: from the time model (see PruneFL)
     mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
     profile: str = "pi4-reference"
     seed: int = 0
@@ -89,6 +90,9 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: the first id among the "
                                             "clients announcing at least the median sample count)")
+    g.add_argument("--initial-deadline", type=float, metavar="SECONDS",
+                   help="seconds the initial-pruning client has to answer before the next one is asked (two others "
+                        "at most; default: 3 x the time model's estimate of --ip-max-passes dense passes + 300)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
     g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
     g.add_argument("--profile", help=f"{profile_help} (default {d.profile})")
@@ -144,6 +148,7 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
                                                                 "round's median update norm)"),
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (o.threads > 0, "--threads must be positive"),
+              (o.initial_deadline is None or o.initial_deadline > 0, "--initial-deadline must be positive (seconds)"),
               (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}"), *extra]
     for ok, msg in checks:
         if not ok:

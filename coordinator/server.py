@@ -62,6 +62,11 @@ class ServerConfig:
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)  # default: never bench an edge
 
 
+class Interrupted(Exception):
+    """A stop was asked for (SIGTERM) while a setup step (initial pruning) was waiting: nothing of it is applied, the
+    checkpoint from before it stands (``--resume`` runs it again)."""
+
+
 def link_time_per_weight(results: Sequence[TrainResult], round_trip_s: dict[str, float], kept: int) -> float | None:
     """The measured counterpart of the time model's b: per result, (round trip - the client's compute time) per
     kept weight, the median over the round's results; None when the transport does not time round trips."""
@@ -165,9 +170,11 @@ class Coordinator:
             self._index_cache = (self.state.mask_version, kept_index(self.state.masks))
         return self._index_cache[1]
 
-    def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any, deadline: bool = True) -> Gathered:
+    def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any, deadline: bool = True,
+                  deadline_s: float | None = None) -> Gathered:
         """Send one task per client (current weights and mask) and gather the answers within the round deadline
-        (``deadline`` False: without one, for initial pruning's minutes of local training); counts bytes."""
+        (``deadline`` False: without one, for initial pruning's minutes of local training; ``deadline_s``: this
+        one); counts bytes."""
         r = self.state.round
         values = self._values()
         sent = []
@@ -175,7 +182,10 @@ class Coordinator:
             task = Task(r, kind, self._mask_update(cid), values, config)
             self.state.bytes_down += self.transport.send(cid, task)
             sent.append(cid)
-        got = self.transport.gather(sent, r, self.config.deadline_s if deadline else None)
+        wait = deadline_s if deadline_s is not None else self.config.deadline_s if deadline else None
+        # a step without the round deadline (initial pruning: minutes to hours) stops waiting on SIGTERM
+        got = self.transport.gather(sent, r, wait, interruptible=True) if not deadline else \
+            self.transport.gather(sent, r, wait)
         got.sent_to = sent
         for f in got.failures:
             # a client that did not answer may still run the task later (a partition heals, a slow link
@@ -220,18 +230,34 @@ class Coordinator:
         """The method's steps before round 0 (initial pruning, SNIP's gradients, a given mask)."""
         self.ledger.observe(self.transport.available_clients(), self.transport.comebacks)
         step: SetupStep | None = self.method.setup(self.view())
-        got = None
-        if step is not None:
-            clients = list(step.clients) if step.clients is not None else select_clients(
-                self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
-            got = self.run_tasks(clients, step.kind, step.config, step.deadline)
+        if step is None:
+            self.apply(self.method.finish_setup(self.view(), None))
+            return
+        clients = list(step.clients) if step.clients is not None else select_clients(
+            self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
+        tries = [clients, *[[c] for c in step.fallbacks]]
+        for i, these in enumerate(tries):
+            got = self.run_tasks(these, step.kind, step.config, step.deadline, step.deadline_s)
+            if any(f.reason == "stopped" for f in got.failures):
+                raise Interrupted(f"stopped while waiting for {', '.join(these)} ({step.kind.value})")
             # only the answers of the clients the step's tasks went to, for this step
             foreign = [x for x in got.results if x.client_id not in got.sent_to or x.round != self.state.round]
             for x in foreign:
                 log.warning("setup: dropped a result of %s (round %d): not an answer to a task sent", x.client_id,
                             x.round)
             got.results = [x for x in got.results if x not in foreign]
-        self.apply(self.method.finish_setup(self.view(), got))
+            try:
+                update = self.method.finish_setup(self.view(), got)
+            except RuntimeError as e:
+                if i + 1 == len(tries):
+                    raise
+                for c in these:  # it may still run the task: its mask version is not known any more
+                    self.ledger.forget(c)
+                log.warning("%s: trying %s instead", e, ", ".join(tries[i + 1]))
+                self.record(stage="setup_fallback", failed=list(these), reason=str(e)[:500], next=tries[i + 1])
+                continue
+            self.apply(update)
+            return
 
     def run_round(self) -> dict[str, Any]:
         st, cfg = self.state, self.config

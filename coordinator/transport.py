@@ -7,6 +7,7 @@ counts as available, and reports failures instead of raising for a single client
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ class Gathered:
 
 
 class Transport(ABC):
+    # set (by the command line, on SIGTERM): an interruptible gather (initial pruning's long wait) returns at once,
+    # its clients failed with "stopped"; a round's gather finishes as usual (its deadline bounds it)
+    stop: threading.Event | None = None
+
     @abstractmethod
     def available_clients(self) -> list[str]:
         """Ids of the clients that can take a task now."""
@@ -54,8 +59,10 @@ class Transport(ABC):
         training."""
 
     @abstractmethod
-    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
-        """Results of ``round_index`` from these clients, waiting at most ``deadline_s`` seconds (None: no limit).
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
+               interruptible: bool = False) -> Gathered:
+        """Results of ``round_index`` from these clients, waiting at most ``deadline_s`` seconds (None: no limit);
+        ``interruptible``: return as soon as :attr:`stop` is set.
 
         Late, stale or duplicate messages are not the transport's business beyond passing them on: the
         coordinator checks round and mask version. A client that did not answer in time is a failure.

@@ -177,7 +177,8 @@ class MqttTransport(Transport):
         self.bytes_sent += n
         return n
 
-    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
+               interruptible: bool = False) -> Gathered:
         out = Gathered()
         waiting = set(client_ids)
         end = None if deadline_s is None else time.monotonic() + deadline_s
@@ -186,11 +187,16 @@ class MqttTransport(Transport):
             now = time.monotonic()
             if end is not None and now >= end:
                 break
+            if interruptible and self.stop is not None and self.stop.is_set():
+                for e in sorted(waiting):
+                    out.failures.append(ClientFailure(e, round_index, "stopped"))
+                log.warning("round %d: stopped while waiting for %s", round_index, ", ".join(sorted(waiting)))
+                return out
             timeout = 0.5 if end is None else max(0.0, min(0.5, end - now))
             try:
                 edge, msg, arrived = self._results.get(timeout=timeout)
             except queue.Empty:
-                if end is None:  # no deadline (initial pruning): give up on an edge gone for too long
+                if interruptible or end is None:  # initial pruning: give up on an edge gone for too long
                     with self._lock:
                         for e in list(waiting):
                             info = self.edges.get(e)

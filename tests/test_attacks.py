@@ -165,3 +165,85 @@ def test_oversized_and_flooded_results_cost_the_coordinator_little_memory(mosqui
     finally:
         attacker.stop()
         tr.close()
+
+
+class Ghost:
+    """An edge id that announces itself online with 10**12 samples and never answers a task (a stolen certificate
+    on a silent device); ``got_task`` is set when a task reaches it."""
+
+    def __init__(self, url: str, edge: str = "a-silent") -> None:
+        from prunefl_common.protocol.wire import StatusMsg, encode_status
+
+        self.edge, self.topics = edge, Topics("t")
+        self.got_task = threading.Event()
+        self._status = lambda state, info: encode_status(StatusMsg(state, info), federation="t", sender=edge)
+        self.client = MqttClient(BrokerConfig(url=url), client_id=edge, subscriptions=[self.topics.task(edge)],
+                                 on_message=lambda _t, _p: self.got_task.set())
+        assert self.client.start(10)
+        self.client.publish(self.topics.status(edge), self._status("online", {"n_samples": 10**12}), retain=True)
+
+    def offline(self) -> None:
+        self.client.publish(self.topics.status(self.edge), self._status("offline", {}), retain=True)
+
+    def stop(self) -> None:
+        self.offline()
+        self.client.stop()
+
+
+def test_a_silent_initial_pruning_client_costs_its_deadline_then_another_client_prunes(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    ghost = Ghost(broker.url)
+
+    def leave_after_setup(rec, _edges, transport):
+        if rec["stage"] == "initial_pruning":  # the ghost would be selected for rounds too: it leaves
+            ghost.offline()
+            assert _wait(lambda: ghost.edge not in transport.available_clients())
+
+    try:
+        run(_opts(tmp_path, broker.url, "attacked", min_clients=5, initial_client=None, initial_deadline=3),
+            progress=False, hook=leave_after_setup)
+    finally:
+        ghost.stop()
+    recs = _records(tmp_path / "attacked")
+    fallback = [r for r in recs if r["stage"] == "setup_fallback"]
+    assert ghost.got_task.is_set()  # chosen first: by its id, not by its 10**12 samples ...
+    assert len(fallback) == 1 and fallback[0]["failed"] == [ghost.edge] and "failed" in fallback[0]["reason"]
+    # ... then the next client did initial pruning, and the run is as good as one where it was chosen at once
+    again = fallback[0]["next"][0]
+    run(_opts(tmp_path, broker.url, "clean", initial_client=again), progress=False)
+    summary = json.loads((tmp_path / "attacked" / "summary.json").read_text())
+    assert summary["initial_pruning"]["client"] == again
+    assert abs(_final_accuracy(tmp_path / "attacked") - _final_accuracy(tmp_path / "clean")) <= 0.005
+
+
+def test_sigterm_during_initial_pruning_stops_at_once_with_the_checkpoint(mosquitto, tmp_path):  # noqa: F811
+    import signal
+    import subprocess
+    import sys
+
+    from coordinator.local_federation import LocalEdges
+    from coordinator.state import GlobalState
+    from prunefl_edge.inputs import load_data
+
+    broker = mosquitto()
+    ghost = Ghost(broker.url)
+    edges = LocalEdges(tmp_path / "edges", broker.url, "t", 2, "digits", 0.2, 0)
+    out = tmp_path / "run"
+    try:
+        edges.start(load_data("digits", 0.2, 0))
+        coord = subprocess.Popen(
+            [sys.executable, "-m", "coordinator.cli_coord", "--broker", broker.url, "--federation", "t", "--dataset",
+             "digits", "--model", "mlp", "--rounds", "4", "--min-clients", "3", "--clients-per-round", "2",
+             "--ip-max-passes", "3", "--initial-client", ghost.edge, "--out", str(out), "--no-report", "--no-onnx"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert ghost.got_task.wait(120), "the coordinator never sent the initial-pruning task"
+        coord.send_signal(signal.SIGTERM)
+        text = coord.communicate(timeout=60)[0].decode()  # without the fix: waits for the ghost for ever
+    finally:
+        ghost.stop()
+        edges.stop()
+    assert coord.returncode == 0, text
+    assert "Traceback" not in text and "--resume starts it again" in text
+    state = GlobalState.load(out / "checkpoint.npz")
+    assert state.round == 0 and not state.extra.get("setup_done")
+    assert json.loads((out / "summary.json").read_text())["completed"] is False
