@@ -24,7 +24,16 @@ from prunefl_common.protocol.chunks import Reassembler, split_message
 from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
 from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
-from prunefl_common.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
+from prunefl_common.protocol.wire import (
+    Decoded,
+    Limits,
+    ProtocolError,
+    RejectMsg,
+    StatusMsg,
+    decode,
+    encode_task,
+    peek_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,9 @@ class MqttTransport(Transport):
         self._changed = threading.Condition(self._lock)
         self._results: queue.Queue[tuple[str, Decoded, float]] = queue.Queue()  # (edge, message, arrival time)
         self._sent_at: dict[str, float] = {}  # edge -> when its last task was handed to the client
+        self._task_ids: dict[str, str] = {}  # edge -> msg_id of the last task sent to it (a REJECT must name it)
+        self.unanswered_rejects = 0  # REJECTs that answer no task this coordinator sent (forged tasks, old edges)
+        self.forgotten_edges = 0  # edges whose retained status was cleared
         # partial chunked results: a budget in bytes (default two messages at the limit), two per edge, so that one
         # edge's chunk flood evicts its own partial messages only
         self._reasm = Reassembler(self.limits, max_pending_bytes=reassembly_bytes or self.limits.reassembly_budget(),
@@ -89,7 +101,12 @@ class MqttTransport(Transport):
         edge, leaf = where
         self.bytes_received += len(payload)
         if leaf == "status":
-            if not payload:  # a cleared retained status
+            if not payload:  # a cleared retained status: the edge is gone for good (decommissioned, or a ghost)
+                with self._changed:
+                    if self.edges.pop(edge, None) is not None:
+                        self.forgotten_edges += 1
+                        log.info("edge %s: its retained status was cleared; forgotten", edge)
+                        self._changed.notify_all()
                 return
             try:
                 msg = decode(payload, self.limits)
@@ -170,6 +187,7 @@ class MqttTransport(Transport):
     def send(self, client_id: str, task: Task) -> int:
         self._sent_at[client_id] = time.monotonic()
         data = encode_task(task, federation=self.federation, sender=self.sender, model=self.model, sizes=self.sizes)
+        self._task_ids[client_id] = peek_header(data, self.limits).msg_id
         n = 0
         for part in split_message(data, self.max_payload, federation=self.federation, sender=self.sender):
             self.client.publish(self.topics.task(client_id), part)
@@ -216,6 +234,11 @@ class MqttTransport(Transport):
                 else:
                     log.info("late reject from %s for round %d ignored", edge, msg.header.round)
                 continue
+            if isinstance(body, RejectMsg) and body.task_id != self._task_ids.get(edge):
+                self.unanswered_rejects += 1
+                log.warning("round %d: a REJECT from %s that answers no task sent to it (task %s) ignored: %s",
+                            round_index, edge, body.task_id, body.reason[:200])
+                continue
             waiting.discard(edge)
             if isinstance(body, RejectMsg):
                 out.failures.append(ClientFailure(edge, round_index, f"rejected: {body.reason}",
@@ -233,7 +256,8 @@ class MqttTransport(Transport):
 
     def counters(self) -> dict[str, int]:
         return {"rejected_messages": self.rejected_messages, "partial_messages_evicted": self._reasm.evicted,
-                "partial_messages_expired": self._reasm.expired}
+                "partial_messages_expired": self._reasm.expired, "unanswered_rejects": self.unanswered_rejects,
+                "forgotten_edges": self.forgotten_edges}
 
     def close(self) -> None:
         self.client.stop()

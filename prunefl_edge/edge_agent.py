@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,48 @@ def model_key(model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class Inbox:
+    """Payloads that arrived (paho's network thread puts) and wait for the agent's loop (which gets), at most
+    ``max_bytes`` of them: a payload that does not fit evicts the oldest ones first (a flood on the task topic while
+    the edge trains cannot exhaust its memory), and one larger than the whole budget is dropped; both counted."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._q: deque[bytes] = deque()
+        self._bytes = 0
+        self._cv = threading.Condition()
+        self.dropped = 0
+        self.dropped_bytes = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, payload: bytes) -> None:
+        with self._cv:
+            if len(payload) > self.max_bytes:
+                self.dropped += 1
+                self.dropped_bytes += len(payload)
+                return
+            while self._bytes + len(payload) > self.max_bytes:
+                old = self._q.popleft()
+                self._bytes -= len(old)
+                self.dropped += 1
+                self.dropped_bytes += len(old)
+            self._q.append(payload)
+            self._bytes += len(payload)
+            self._cv.notify()
+
+    def get(self, timeout: float) -> bytes:
+        """The oldest payload; queue.Empty after ``timeout`` seconds without one."""
+        with self._cv:
+            if not self._q and not self._cv.wait_for(lambda: bool(self._q), timeout):
+                raise queue.Empty
+            payload = self._q.popleft()
+            self._bytes -= len(payload)
+            return payload
+
+
 class EdgeAgent:
     def __init__(self, cfg: EdgeConfig, x: np.ndarray, y: np.ndarray, num_classes: int,
                  net_factory: Any = None) -> None:
@@ -93,7 +135,8 @@ class EdgeAgent:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._net_factory = net_factory
-        self._inbox: queue.Queue[bytes] = queue.Queue()
+        # what waits while a task trains: two tasks' worth of bytes (a task's chunks while the previous one trains)
+        self._inbox = Inbox(2 * cfg.max_message_bytes)
         # tasks are one at a time: at most two partial ones, two tasks' worth of bytes
         self._limits = Limits(max_message_bytes=cfg.max_message_bytes)
         self._reasm = Reassembler(self._limits, max_pending_bytes=self._limits.reassembly_budget(),
@@ -119,7 +162,8 @@ class EdgeAgent:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
                 "mask_version": self._held_mask_version(),
-                "profile": announced(self.profile), **self.counters}
+                "profile": announced(self.profile), **self.counters, "inbox_dropped": self._inbox.dropped,
+                "bytes_inbox_dropped": self._inbox.dropped_bytes}
 
     def _held_mask_version(self) -> int:
         """The trainer's mask version; before the first task of this start, the saved state's (applied then)."""
@@ -252,14 +296,14 @@ class EdgeAgent:
             self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
             result = trainer.execute(task)
         except MaskVersionError as e:
-            self._reject(task, str(e), needs_full_mask=True)
+            self._reject(msg, str(e), needs_full_mask=True)
             return
         except (TaskError, ValueError, RuntimeError) as e:  # RuntimeError: the C core refused (EngineError)
-            self._reject(task, str(e), needs_full_mask=False)
+            self._reject(msg, str(e), needs_full_mask=False)
             return
         except Exception as e:  # a bug must cost this task, not the agent (and every later round) its life
             log.exception("round %d: the task failed unexpectedly", task.round)
-            self._reject(task, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
+            self._reject(msg, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
             return
         data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
         self._publish_result(data)
@@ -290,10 +334,13 @@ class EdgeAgent:
             self.client.publish(self.topics.result(self.cfg.id), part)
             self.counters["bytes_sent"] += len(part)
 
-    def _reject(self, task: Task, reason: str, needs_full_mask: bool) -> None:
+    def _reject(self, msg: Decoded, reason: str, needs_full_mask: bool) -> None:
+        task = msg.body
+        assert isinstance(task, Task)
         self.counters["tasks_rejected"] += 1
         log.warning("round %d: task rejected: %s", task.round, reason)
-        data = encode_reject(RejectMsg(reason[:4000], needs_full_mask), federation=self.cfg.federation,
+        data = encode_reject(RejectMsg(reason[:4000], needs_full_mask, msg.header.msg_id),
+                             federation=self.cfg.federation,
                              sender=self.cfg.id, round=task.round, mask_version=task.mask.version)
         self._publish_result(data)
 

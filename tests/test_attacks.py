@@ -247,3 +247,91 @@ def test_sigterm_during_initial_pruning_stops_at_once_with_the_checkpoint(mosqui
     state = GlobalState.load(out / "checkpoint.npz")
     assert state.round == 0 and not state.extra.get("setup_done")
     assert json.loads((out / "summary.json").read_text())["completed"] is False
+
+
+class TaskForger:
+    """Without ACLs (the embedded broker, a misconfigured one) anyone can publish on an edge's task topic. Between
+    rounds this sends every edge an invalid task for the next round (a mask change to and from versions nobody holds)
+    and waits until every edge has published its REJECT of it, so the REJECTs are queued at the coordinator before
+    the real tasks go out."""
+
+    def __init__(self, url: str, edges: list[str]) -> None:
+        self.topics, self.edges = Topics("t"), edges
+        self.rejects: dict[int, set[str]] = {}
+        self._cv = threading.Condition()
+        self.client = MqttClient(BrokerConfig(url=url), client_id="mallory", subscriptions=[self.topics.all_results],
+                                 on_message=self._on_message)
+        assert self.client.start(10)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        from prunefl_common.protocol.wire import RejectMsg
+
+        try:
+            msg = decode(payload)
+        except ProtocolError:
+            return
+        if isinstance(msg.body, RejectMsg):
+            with self._cv:
+                self.rejects.setdefault(msg.header.round, set()).add(msg.header.sender)
+                self._cv.notify_all()
+
+    def forge(self, round_: int, mask_version: int) -> None:
+        from prunefl_common.mask_delta import MaskDelta
+        from prunefl_common.messages import MaskUpdate, TaskKind, TrainConfig
+        from prunefl_common.protocol.wire import encode_task
+
+        v = mask_version + 1000  # a version nobody holds, from a base nobody holds: every edge REJECTs it
+        bogus = Task(round_, TaskKind.TRAIN, MaskUpdate(v, delta=MaskDelta(999_999, v, {}, {})), [],
+                     TrainConfig(lr=0.1))
+        for e in self.edges:
+            self.client.publish(self.topics.task(e), encode_task(bogus, federation="t", sender="mallory"))
+        with self._cv:
+            assert self._cv.wait_for(lambda: self.rejects.get(round_, set()) >= set(self.edges), 30)
+
+
+def test_a_reject_of_a_forged_task_is_not_taken_as_the_answer_to_the_real_one(mosquitto, tmp_path):  # noqa: F811
+    broker = mosquitto()
+    clean = run(_opts(tmp_path, broker.url, "clean"), progress=False)
+    forger = TaskForger(broker.url, [f"edge{i}" for i in range(4)])
+
+    def forge_next(rec, _edges, _transport):
+        if rec["stage"] == "train" and rec["round"] + 1 < 8:
+            forger.forge(rec["round"] + 1, rec["mask_version"])
+
+    try:
+        attacked = run(_opts(tmp_path, broker.url, "attacked"), progress=False, hook=forge_next)
+    finally:
+        forger.client.stop()
+    train = [r for r in _records(tmp_path / "attacked") if r["stage"] == "train"]
+    assert all(r["results"] == r["clients"] == K and r["failures"] == 0 for r in train), [
+        (r["results"], r["missed"]) for r in train]
+    # every selected edge's REJECT of the forged task reached the coordinator before its result, and was ignored
+    assert attacked.transport.unanswered_rejects == K * 7
+    assert train[-1]["dropped_messages"]["unanswered_rejects"] == K * 7
+    assert abs(_final_accuracy(tmp_path / "attacked") - _final_accuracy(tmp_path / "clean")) <= 0.005
+    assert clean.transport.unanswered_rejects == 0
+
+
+def test_a_cleared_retained_status_forgets_the_edge(mosquitto, tmp_path):  # noqa: F811
+    from coordinator.transport_mqtt import MqttTransport
+
+    broker = mosquitto()
+    tr = MqttTransport(BrokerConfig(url=broker.url), "t", None)
+    tr.start(10, fresh=True)
+    ghost = Ghost(broker.url, "ghost1")
+    try:
+        assert _wait(lambda: "ghost1" in tr.available_clients())
+        ghost.client.publish(Topics("t").status("ghost1"), b"", retain=True)  # what an operator does to remove it
+        assert _wait(lambda: "ghost1" not in tr.available_clients() and "ghost1" not in tr.edges)
+        assert tr.counters()["forgotten_edges"] == 1
+        assert tr.client_info("ghost1") == {}
+    finally:
+        ghost.client.stop()
+        tr.close()
+    # a coordinator started afterwards never hears of it (the broker holds no retained status for it)
+    tr2 = MqttTransport(BrokerConfig(url=broker.url), "t", None)
+    tr2.start(10, fresh=True)
+    try:
+        assert not _wait(lambda: "ghost1" in tr2.edges, 1.0)
+    finally:
+        tr2.close()

@@ -44,3 +44,37 @@ def test_tasks_are_decoded_against_the_model_the_edge_runs(tmp_path):
     before = agent.counters["messages_dropped"]
     agent._handle(hostile)
     assert agent.counters["messages_dropped"] == before + 1 and agent.counters["tasks_rejected"] == 0
+
+
+def test_the_inbox_is_bounded_in_bytes_and_drops_the_oldest():
+    import queue
+
+    import pytest
+
+    from prunefl_edge.edge_agent import Inbox
+
+    box = Inbox(100)
+    for i in range(5):
+        box.put(bytes([i]) * 30)  # 150 bytes offered: the two oldest go
+    assert box.held_bytes == 90 and box.dropped == 2 and box.dropped_bytes == 60
+    box.put(b"x" * 101)  # larger than the whole budget: dropped, nothing evicted for it
+    assert box.dropped == 3 and box.held_bytes == 90
+    assert [box.get(0.1)[0] for _ in range(3)] == [2, 3, 4]
+    with pytest.raises(queue.Empty):
+        box.get(0.01)
+
+
+def test_a_flood_on_the_task_topic_while_the_edge_trains_is_bounded_and_counted(tmp_path):
+    """The agent's loop is busy (training): what arrives meanwhile waits in the inbox, at most two tasks' worth of
+    bytes ([edge] max_message_bytes x 2); the rest is dropped oldest first and shows in the edge's status."""
+    cfg = EdgeConfig("e0", "t", BrokerConfig(), DataConfig(str(tmp_path / "x.npz")), state_dir=str(tmp_path / "s"),
+                     max_message_bytes=2**20)
+    rng = np.random.default_rng(0)
+    agent = EdgeAgent(cfg, rng.random((30, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 30).astype(np.int32), 3,
+                      net_factory=FakeNetwork)
+    junk = b"x" * 2**18
+    for _ in range(200):  # 50 MiB offered
+        agent._on_message("prunefl/t/edge/e0/task", junk)
+    assert agent._inbox.held_bytes <= 2 * 2**20
+    info = agent.info()
+    assert info["inbox_dropped"] == 200 - 8 and info["bytes_inbox_dropped"] == (200 - 8) * 2**18

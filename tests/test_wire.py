@@ -375,6 +375,21 @@ def test_decode_memory_is_bounded_by_the_message_size():
     assert _peak(decode, msg) < 3 * len(msg)
 
 
+def test_a_reject_names_the_task_it_answers():
+    tid = "ab" * 16
+    msg = encode_reject(RejectMsg("no", False, tid), federation="f", sender="e", round=3, mask_version=1)
+    assert decode(msg).body == RejectMsg("no", False, tid)
+    old = encode_reject(RejectMsg("no", True), federation="f", sender="e", round=3, mask_version=1)
+    assert decode(old).body.task_id is None  # an edge of before the field: decoded, answers no task
+    _, h, t = unpack(msg)
+    for bad in ("AB" * 16, "ab", 7, None):
+        h["task_id"] = bad
+        with pytest.raises(ProtocolError, match="task_id"):
+            decode(repack(MsgKind.REJECT, h, t))
+    with pytest.raises(ValueError, match="task_id"):
+        encode_reject(RejectMsg("no", False, "x"), federation="f", sender="e", round=3, mask_version=1)
+
+
 def _model_limits(receiver: str, **kw) -> tuple[Limits, list[tuple[int, ...]], list[int]]:
     spec = mlp_spec((1, 8, 8), (64,), 10)
     shapes = [p.shape for p in spec.param_shapes()]

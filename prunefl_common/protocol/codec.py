@@ -96,6 +96,9 @@ class StatusMsg:
 class RejectMsg:
     reason: str  # at most 4096 characters (longer ones are cut when encoded)
     needs_full_mask: bool
+    # msg_id of the task it answers: the coordinator counts a REJECT only for a task it sent (None: an edge of
+    # before this field, whose REJECT answers nothing the coordinator can check)
+    task_id: str | None = None
 
 
 @dataclass
@@ -325,7 +328,15 @@ def encode_reject(reject: RejectMsg, *, federation: str, sender: str, round: int
     """A REJECT envelope; a reason longer than 4096 characters is cut."""
     h = common_header(MsgKind.REJECT, federation, sender, round, mask_version)
     h.update(reason=str(reject.reason)[:MAX_REASON_CHARS], needs_full_mask=bool(reject.needs_full_mask))
+    if reject.task_id is not None:
+        if not _is_msg_id(reject.task_id):
+            raise ValueError(f"task_id must be 32 lowercase hex digits, got {reject.task_id!r}")
+        h["task_id"] = reject.task_id
     return envelope(MsgKind.REJECT, h, {})
+
+
+def _is_msg_id(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 32 and all(c in "0123456789abcdef" for c in v)
 
 
 
@@ -490,8 +501,13 @@ def _decode_status(h: dict[str, Any]) -> StatusMsg:
 
 
 def _decode_reject(h: dict[str, Any]) -> RejectMsg:
-    exact_keys(h, _KIND_FIELDS[MsgKind.REJECT], "reject header")
-    return RejectMsg(read_str(h, "reason", "reject", MAX_REASON_CHARS), read_bool(h, "needs_full_mask", "reject"))
+    fields_ = _KIND_FIELDS[MsgKind.REJECT] | ({"task_id"} if "task_id" in h else set())
+    exact_keys(h, fields_, "reject header")
+    task_id = h.get("task_id")
+    if "task_id" in h and not _is_msg_id(task_id):
+        raise ProtocolError(f"reject: task_id must be 32 lowercase hex digits, got {show(task_id)}")
+    return RejectMsg(read_str(h, "reason", "reject", MAX_REASON_CHARS), read_bool(h, "needs_full_mask", "reject"),
+                     task_id)
 
 
 
