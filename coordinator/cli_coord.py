@@ -286,8 +286,11 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
             broker = EmbeddedBroker().start()
             url = broker.url
         password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        # reconnecting after a broker restart: at most a quarter of the round deadline between attempts, so the
+        # round's results still come in time
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
-                          username=opts.username, password=password)
+                          username=opts.username, password=password,
+                          max_backoff_s=min(BrokerConfig.max_backoff_s, opts.deadline / 4))
         pshapes = spec.param_shapes()
         limits = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable],
                                   "coordinator", opts.max_message_bytes)
@@ -298,9 +301,16 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         transport.stop = stop.event  # SIGTERM ends initial pruning's long wait at once
         transport.start(fresh=not opts.resume)
         if opts.spawn_edges:
-            edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
+            spawn = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
                                opts.test_fraction, opts.seed, opts.partition, opts.edge_threads,
                                measure_profile=opts.profile == "edges", model=opts.model)
+            transport.settle()
+            taken = [e for e in spawn.edge_ids() if e in transport.available_clients()]
+            if taken:
+                raise UsageError(f"--spawn-edges: {', '.join(taken)} already online in federation "
+                                 f"{opts.federation!r} (edges of another coordinator, or left from an earlier run): "
+                                 "stop them, or choose another --federation")
+            edges = spawn
             edges.start(data)
         online = transport.wait_for_clients(opts.min_clients, opts.wait_timeout)
         if len(online) < opts.min_clients:

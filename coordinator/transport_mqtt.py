@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class MqttTransport(Transport):
         self._task_ids: dict[str, str] = {}  # edge -> msg_id of the last task sent to it (a REJECT must name it)
         self.unanswered_rejects = 0  # REJECTs that answer no task this coordinator sent (forged tasks, old edges)
         self.forgotten_edges = 0  # edges whose retained status was cleared
+        self._probe = f"probe-{uuid.uuid4().hex[:12]}"  # see settle()
+        self._probe_back = threading.Event()
         # partial chunked results: a budget in bytes (default two messages at the limit), two per edge, so that one
         # edge's chunk flood evicts its own partial messages only
         self._reasm = Reassembler(self.limits, max_pending_bytes=reassembly_bytes or self.limits.reassembly_budget(),
@@ -89,6 +92,14 @@ class MqttTransport(Transport):
             raise ConnectionError(f"cannot reach the MQTT broker at {self.client.config.url} within {wait_s:.0f} s: "
                                   "is it running, and are the URL, port and credentials right?")
 
+    def settle(self, timeout_s: float = 3.0) -> bool:
+        """Wait until the broker has delivered the retained statuses of this federation (a probe published after
+        the subscription comes back after them: a broker forwards one client's messages in order); False when the
+        probe did not come back in time (an ACL that forbids it: then the statuses seen so far are all there is)."""
+        self._probe_back.clear()
+        self.client.publish(self.topics.status(self._probe), b"")
+        return self._probe_back.wait(timeout_s)
+
     # ---- incoming (paho network thread) -----------------------------------------------------------------
     def _reject(self, topic: str, why: str) -> None:
         self.rejected_messages += 1
@@ -101,6 +112,9 @@ class MqttTransport(Transport):
         edge, leaf = where
         self.bytes_received += len(payload)
         if leaf == "status":
+            if edge == self._probe:
+                self._probe_back.set()
+                return
             if not payload:  # a cleared retained status: the edge is gone for good (decommissioned, or a ghost)
                 with self._changed:
                     if self.edges.pop(edge, None) is not None:

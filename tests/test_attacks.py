@@ -335,3 +335,78 @@ def test_a_cleared_retained_status_forgets_the_edge(mosquitto, tmp_path):  # noq
         assert not _wait(lambda: "ghost1" in tr2.edges, 1.0)
     finally:
         tr2.close()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_spawned_edges_die_with_their_coordinator_and_a_second_spawn_is_refused(mosquitto, tmp_path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from coordinator.transport_mqtt import MqttTransport
+
+    broker = mosquitto()
+    edges: list[int] = []
+
+    def coord(out: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "coordinator.cli_coord", "--broker", broker.url, "--federation", "t", "--dataset",
+             "digits", "--model", "mlp", "--rounds", "100000", "--min-clients", "2", "--clients-per-round", "2",
+             "--ip-max-passes", "3", "--spawn-edges", "2", "--out", str(tmp_path / out), "--no-report",
+             "--no-onnx"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    watch = MqttTransport(BrokerConfig(url=broker.url), "t", None, client_id="watcher")
+    watch.start(10, fresh=True)
+    first = coord("first")
+    try:
+        assert len(watch.wait_for_clients(2, 120)) == 2, "the spawned edges never came online"
+        edges = _children(first.pid)
+        assert len(edges) == 2
+        second = coord("second")
+        text = second.communicate(timeout=120)[0].decode()
+        assert second.returncode == 2, text
+        assert "--spawn-edges: edge0, edge1 already online in federation 't'" in text and "Traceback" not in text
+        first.kill()  # kill -9: no chance to stop its edges itself
+        first.wait()
+        assert _wait(lambda: not any(_alive(p) for p in edges), 60), "the edges outlived their coordinator"
+        assert _wait(lambda: not watch.available_clients(), 30)  # and said so (their offline status)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        for p in edges:  # only if the test failed: the edges it started, by pid
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        watch.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_reconnect_back_off_is_jittered_and_bounded_by_the_round_deadline():
+    """A 3 s broker restart at --deadline 5 must not cost the round: the first retry comes after at most
+    min_backoff_s (0.5 s), at a random point (a fleet does not reconnect in step), and no wait between attempts is
+    longer than max_backoff_s (2 s; the coordinator's is also at most a quarter of its deadline)."""
+    firsts = set()
+    for i in range(20):
+        c = MqttClient(BrokerConfig(), client_id=f"c{i}")
+        lo, hi = c._client._reconnect_min_delay, c._client._reconnect_max_delay
+        assert 0.05 <= lo <= 0.5 and hi == 2.0
+        firsts.add(lo)
+    assert len(firsts) > 10

@@ -4,8 +4,10 @@
   certificate), username/password;
 * MQTT 3.1.1 with a persistent session (``clean_session=False``) and QoS 1, so messages published while a side
   is reconnecting are delivered when it is back;
-* automatic reconnection by paho's network thread with exponential back-off (``min_backoff_s`` doubling up to
-  ``max_backoff_s``), the first connection included; subscriptions are renewed on every connection;
+* automatic reconnection by paho's network thread with exponential back-off, the first connection included: the
+  first retry after a random 10-100 % of ``min_backoff_s`` (so a fleet does not reconnect in step), doubling up to
+  ``max_backoff_s`` (default 2 s: a broker restart of a few seconds costs a round's results at most that much;
+  the coordinator bounds it by a quarter of its round deadline); subscriptions are renewed on every connection;
 * an optional Last Will (the edge's "offline" status);
 * TCP_NODELAY on every connection (``BrokerConfig.tcp_nodelay``).
 
@@ -16,6 +18,7 @@ short (put the payload in a queue).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -41,8 +44,8 @@ class BrokerConfig:
     key_file: str | None = None
     username: str | None = None
     password: str | None = None
-    min_backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 2.0
     # Nagle's algorithm off: a small packet (an ack, a status, a small result) leaves at once instead of waiting for
     # the peer's delayed ack (bench/bench_fleet.py, 10 light edges: round overhead 47 ms with Nagle, 12 ms without
     # it on the clients and in Mosquitto, whose config provision_broker.sh writes with set_tcp_nodelay)
@@ -110,7 +113,8 @@ class MqttClient:
         c = self._paho(clean_session=False)
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=max(1, int(config.min_backoff_s)), max_delay=max(1, int(config.max_backoff_s)))
+        first = config.min_backoff_s * random.uniform(0.1, 1.0)  # jittered: a fleet does not reconnect in step
+        c.reconnect_delay_set(min_delay=first, max_delay=max(first, config.max_backoff_s))
         c.max_inflight_messages_set(64)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
