@@ -40,11 +40,13 @@ from coordinator.run_options import (
     check_run_options,
     given_values,
     option_names,
+    typed_options,
 )
 from coordinator.server import Coordinator, Interrupted, ServerConfig
 from coordinator.state import GlobalState, StateError
 from coordinator.stragglers import StragglerPolicy
 from prunefl_common.errors import ExitCode, InputError
+from prunefl_common.protocol.topics import valid_id
 
 log = logging.getLogger("prunefl-coord")
 
@@ -127,10 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_options(values: dict[str, Any]) -> CoordOptions:
-    try:
-        o = CoordOptions(**values)
-    except TypeError as e:
-        raise UsageError(str(e)) from e
+    o = typed_options(CoordOptions, values)
+    if not valid_id(o.federation):
+        raise UsageError(f"--federation {o.federation!r} must be 1-64 characters of A-Z a-z 0-9 _ . - (it is an MQTT "
+                         "topic level)")
+    if not valid_id(o.client_id):
+        raise UsageError(f"--client-id {o.client_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if o.broker != "embedded":
+        from prunefl_common.protocol.mqtt_client import BrokerConfig, BrokerConfigError
+
+        try:
+            BrokerConfig(url=o.broker).endpoint()
+        except BrokerConfigError as e:
+            raise UsageError(str(e)) from e
     check_run_options(o, [(o.min_clients > 0, "--min-clients must be positive"),
                           (o.deadline > 0, "--deadline must be positive (seconds)"),
                           (o.straggler_misses >= 0, "--straggler-misses must be >= 0 (0: never leave an edge out)"),
@@ -285,7 +296,11 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         if url == "embedded":
             broker = EmbeddedBroker().start()
             url = broker.url
-        password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        try:
+            password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--password-file {opts.password_file}: cannot read the password file "
+                             f"({getattr(e, 'strerror', None) or e})") from e
         # reconnecting after a broker restart: at most a quarter of the round deadline between attempts, so the
         # round's results still come in time
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,

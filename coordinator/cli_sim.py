@@ -29,6 +29,7 @@ from coordinator.run_options import (
     check_run_options,
     given_values,
     option_names,
+    typed_options,
 )
 from coordinator.run_outputs import write_outputs
 from coordinator.server import Coordinator, ServerConfig
@@ -81,10 +82,7 @@ def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
 
 
 def make_options(values: dict[str, Any]) -> SimOptions:
-    try:
-        opts = SimOptions(**values)
-    except TypeError as e:
-        raise UsageError(str(e)) from e
+    opts = typed_options(SimOptions, values)
     check_run_options(opts, [(opts.clients > 0, "--clients must be positive")])
     return opts
 

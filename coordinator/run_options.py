@@ -123,6 +123,12 @@ def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError as e:
         raise UsageError(f"config file {path} does not exist") from e
+    except IsADirectoryError as e:
+        raise UsageError(f"config file {path} is a directory: give the TOML file in it") from e
+    except OSError as e:
+        raise UsageError(f"config file {path}: cannot read it ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}") from e
     out = {}
@@ -132,6 +138,34 @@ def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
         out[key] = v
     return out
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def typed_options(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` after checking each value against its field's type (a TOML file can hold anything): a
+    UsageError names the key, what it must be and what it is. Integers are accepted where numbers are, and given as
+    floats; booleans are not integers."""
+    hints = {f.name: str(f.type) for f in fields(cls)}
+    out = {}
+    for k, v in values.items():
+        if k not in hints:
+            raise UsageError(f"unknown option {k!r}")
+        parts = [p.strip() for p in hints[k].split("|")]
+        if v is None and "None" in parts:
+            out[k] = v
+            continue
+        kinds = [p for p in parts if p in _KINDS]
+        ok = next((p for p in kinds if isinstance(v, _KINDS[p]) and (p == "bool" or not isinstance(v, bool))), None)
+        if ok is None:
+            want = " or ".join(_NAMES[p] for p in kinds) or hints[k]
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{k} must be {want}, got {v!r} ({type(v).__name__}): fix {flag} or the key {k} in the "
+                             "--config file")
+        out[k] = float(v) if ok == "float" else v
+    return cls(**out)
 
 
 def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> None:

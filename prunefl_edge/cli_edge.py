@@ -82,8 +82,13 @@ def start(args: argparse.Namespace) -> int:
     log.info("C core: %s; dense GEMM: %s", info, gemm)
     if warning:
         log.warning("%s", warning)
+    from prunefl_common.protocol.mqtt_client import BrokerConfigError
+
     try:
         agent = EdgeAgent(cfg, x, y, classes)
+    except BrokerConfigError as e:
+        print(f"prunefl-edge start: configuration error: {cfg.source}: [broker] {e}", file=sys.stderr)
+        return ExitCode.USAGE
     except OSError as e:
         print(f"prunefl-edge start: cannot use state_dir {cfg.state_dir}: {e}", file=sys.stderr)
         return ExitCode.USAGE

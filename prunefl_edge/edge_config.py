@@ -68,7 +68,8 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{where}: [{key}] must be a {names}, got {v!r}")
+        section = next((s for s, keys in _SECTIONS.items() if key in keys), "?")
+        raise ConfigError(f"{where}: [{section}] {key} must be a {names}, got {v!r}")
     return v
 
 
@@ -86,6 +87,12 @@ def load_edge_config(path: str) -> EdgeConfig:
     except PermissionError as e:
         raise ConfigError(f"{path} is not readable by this user (it holds credentials: run as the prunefl user "
                           f"or root)") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path} is a directory: give the edge.toml file in it") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
     for section, table in doc.items():

@@ -53,7 +53,12 @@ class BrokerConfig:
 
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the URL."""
-        u = urlsplit(self.url)
+        try:
+            u = urlsplit(self.url)
+            u.hostname  # noqa: B018 - parses the netloc: a bad IPv6 literal raises here
+        except ValueError as e:
+            raise BrokerConfigError(f"broker URL {self.url!r} cannot be parsed ({e}): use mqtt://host:port or "
+                                    "mqtts://host:port, IPv6 as mqtt://[::1]:1883") from e
         if u.scheme not in ("mqtt", "mqtts"):
             raise BrokerConfigError(f"broker URL {self.url!r}: use mqtt://host:port or mqtts://host:port")
         if not u.hostname:
@@ -125,9 +130,16 @@ class MqttClient:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
                         protocol=mqtt.MQTTv311)
         if self.config.endpoint()[2]:
-            ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            try:
+                ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            except (ssl.SSLError, OSError) as e:
+                raise BrokerConfigError(f"ca_file {self.config.ca_file}: not a usable CA certificate ({e})") from e
             if self.config.cert_file is not None:
-                ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
+                try:
+                    ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
+                except (ssl.SSLError, OSError) as e:
+                    raise BrokerConfigError(f"cert_file {self.config.cert_file} / key_file {self.config.key_file}: "
+                                            f"not a usable certificate and key (PEM) ({e})") from e
             c.tls_set_context(ctx)
         if self.config.username is not None:
             c.username_pw_set(self.config.username, self.config.password)
