@@ -51,7 +51,6 @@ from prunefl_common.protocol.topics import valid_id
 log = logging.getLogger("prunefl-coord")
 
 
-
 @dataclass
 class CoordOptions(RunOptions):
     """A federation over MQTT: the shared run options (their coordinator defaults below) and the broker's."""

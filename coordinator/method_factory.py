@@ -26,11 +26,14 @@ def load_mask_file(path: str) -> dict[int, np.ndarray]:
 def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Method:
     """The method object; ``init`` is the run's initial weights (reinit restarts from them)."""
     m = opts.method
-    if m in ("prunefl", "adaptive-only"):
-        return PruneFL(initial=(m == "prunefl"), reconfig_interval=opts.reconfig_interval,
-                       importance_window=opts.importance_window, max_density=opts.max_density,
-                       initial_client=opts.initial_client, ip_max_passes=opts.ip_max_passes,
-                       ip_deadline_s=opts.initial_deadline)
+    if m in ("prunefl", "adaptive-only", "ip-only"):
+        return PruneFL(initial=(m != "adaptive-only"), adaptive=(m != "ip-only"),
+                       reconfig_interval=opts.reconfig_interval, importance_window=opts.importance_window,
+                       max_density=opts.max_density, initial_client=opts.initial_client,
+                       ip_max_passes=opts.ip_max_passes,
+                       importance_top=opts.importance_top if opts.importance_upload == "sparse" else None,
+                       ip_masked_importance=(opts.ip_importance == "masked"), ties=opts.mask_ties,
+                       importance_from=opts.importance_from, ip_deadline_s=opts.initial_deadline)
     if m == "fedavg":
         return FedAvg()
     if m == "snip":

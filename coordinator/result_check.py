@@ -1,5 +1,6 @@
 """What a result must satisfy before it touches the global model: the right number of values for the mask it
-answers, float32, finite; importance dense per parameter and finite; a sane sample count; optionally an update
+answers, float32, finite; importance dense per parameter, or sparse at the mask's kept positions plus pruned ones,
+finite and >= 0; a sane sample count; optionally an update
 (its values minus the weights it was sent) whose L2 norm stays within a bound, so that one client cannot drag the
 model arbitrarily far in one round (a poisoned or diverged client).
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prunefl_common.messages import InitialPruneResult, TrainResult
+from prunefl_common.messages import InitialPruneResult, SparseImportance, TrainResult
 
 MAX_SAMPLES = 10**9
 
@@ -52,6 +53,8 @@ def train_result_problem(r: TrainResult, masks: dict[int, np.ndarray],
             norm = update_norm(r.values, sent)
             if norm > max_update_norm:
                 return f"update norm {norm:.4g} exceeds the bound {max_update_norm:.4g} (--max-update-norm)"
+    if isinstance(r.importance, SparseImportance):
+        return _sparse_importance_problem(r.importance, masks, shapes)
     if r.importance is not None:
         if len(r.importance) != len(shapes):
             return f"{len(r.importance)} importance arrays for {len(shapes)} parameters"
@@ -59,6 +62,27 @@ def train_result_problem(r: TrainResult, masks: dict[int, np.ndarray],
             z = np.asarray(z)
             if z.shape != tuple(shape) or not np.all(np.isfinite(z)):
                 return f"importance of parameter {p}: shape {z.shape} (expected {tuple(shape)}) or not finite"
+    return None
+
+
+def _sparse_importance_problem(z: SparseImportance, masks: dict[int, np.ndarray],
+                               shapes: Sequence[tuple[int, ...]]) -> str | None:
+    if len(z.kept) != len(shapes):
+        return f"{len(z.kept)} importance arrays for {len(shapes)} parameters"
+    for p, (k, shape) in enumerate(zip(z.kept, shapes)):
+        want = int(np.count_nonzero(masks[p])) if p in masks else int(np.prod(shape))
+        if np.size(k) != want or not np.all(np.isfinite(k)) or np.any(np.asarray(k) < 0):
+            return f"importance of parameter {p}: {np.size(k)} kept values (expected {want}), finite and >= 0"
+    if not set(z.pruned_index) <= set(masks):
+        return f"pruned importance for parameters {sorted(set(z.pruned_index) - set(masks))}, which have no mask"
+    for p, idx in z.pruned_index.items():
+        v, m = np.asarray(z.pruned_z.get(p, ())), np.asarray(masks[p]).ravel()
+        if z.sizes.get(p) != m.size or idx.size != v.size or (idx.size and (idx[0] < 0 or idx[-1] >= m.size)):
+            return f"pruned importance of parameter {p} does not fit its {m.size} positions"
+        if idx.size and m[idx].any():
+            return f"pruned importance of parameter {p} names kept positions"
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            return f"pruned importance of parameter {p}: values not finite and >= 0"
     return None
 
 

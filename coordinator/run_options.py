@@ -37,12 +37,20 @@ class RunOptions:
     eval_every: int = 10
     reconfig_interval: int = 50
     importance_window: int | None = None
+    importance_upload: str = "sparse"  # "sparse": kept positions + the top pruned z; "dense": every position
+    importance_top: float = 1.0  # sparse: pruned positions sent per layer, as a multiple of its kept count (raised
+    # by PruneFL when a reconfiguration regrows close to it)
     max_density: float | None = None
     target_density: float = 0.13  # snip / imp
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
     initial_deadline: float | None = None  # seconds; None: from the time model (see PruneFL)
+    # the reference's semantics by default (docs/REPRODUCTION.md); the other value of each is an option to measure
+    ip_importance: str = "masked"  # initial pruning's z: "masked" (0 at pruned weights, no regrowth) or "dense"
+    mask_ties: str = "keep"  # weights tied with the delta-cut magnitude: "keep" (reference) or "exact"
+    importance_from: str = "interval"  # whose z a reconfiguration sums: "interval" (every client that trained in
+    # the importance window) or "selected" (only the clients selected in the reconfiguration round)
     mask_from: str | None = None  # reinit / random-reinit: a run directory or final_mask.npz
     profile: str = "pi4-reference"
     seed: int = 0
@@ -85,6 +93,12 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
                                                          f"{d.reconfig_interval})")
     g.add_argument("--importance-window", type=int, help="rounds before a reconfiguration in which clients "
                                                          "accumulate importance (default: the whole interval)")
+    g.add_argument("--importance-upload", choices=("sparse", "dense"),
+                   help=f"what clients upload for a reconfiguration: z at kept positions plus the largest z at "
+                        f"pruned ones (sparse), or every position (dense, for checking) "
+                        f"(default {d.importance_upload})")
+    g.add_argument("--importance-top", type=float, help=f"sparse upload: pruned positions per layer, as a fraction "
+                                                        f"of its kept weights (default {d.importance_top})")
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
     g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
@@ -94,6 +108,16 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
                    help="seconds the initial-pruning client has to answer before the next one is asked (two others "
                         "at most; default: 3 x the time model's estimate of --ip-max-passes dense passes + 300)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--ip-importance", choices=("masked", "dense"),
+                   help="initial pruning's importance: masked (the reference: z = 0 at pruned weights, no regrowth) "
+                        f"or dense (default {d.ip_importance})")
+    g.add_argument("--mask-ties", choices=("keep", "exact"),
+                   help="kept weights tied with the delta-cut magnitude: keep (the reference) or exact (exactly "
+                        f"int(delta * kept) removal candidates) (default {d.mask_ties})")
+    g.add_argument("--importance-from", choices=("interval", "selected"),
+                   help="whose importance a reconfiguration sums: interval (every client that trained in the "
+                        "window, the reference) or selected (the reconfiguration round's clients only) "
+                        f"(default {d.importance_from})")
     g.add_argument("--mask-from", help="reinit / random-reinit: a run directory or its final_mask.npz")
     g.add_argument("--profile", help=f"{profile_help} (default {d.profile})")
     g = groups["run"] = p.add_argument_group("run")
@@ -175,6 +199,9 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (o.lr > 0, "--lr must be positive"), (o.local_steps > 0, "--local-steps must be positive"),
               (o.batch_size > 0, "--batch-size must be positive"), (o.eval_every > 0, "--eval-every > 0"),
               (o.reconfig_interval > 0, "--reconfig-interval must be positive"),
+              (o.importance_upload in ("sparse", "dense"), "--importance-upload must be sparse or dense"),
+              (isinstance(o.importance_top, int | float) and 0 <= o.importance_top <= 1e6,
+               "--importance-top must be a number >= 0"),
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
@@ -183,6 +210,9 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (o.threads > 0, "--threads must be positive"),
               (o.initial_deadline is None or o.initial_deadline > 0, "--initial-deadline must be positive (seconds)"),
+              (o.ip_importance in ("masked", "dense"), "--ip-importance must be masked or dense"),
+              (o.mask_ties in ("keep", "exact"), "--mask-ties must be keep or exact"),
+              (o.importance_from in ("interval", "selected"), "--importance-from must be interval or selected"),
               (o.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)}"), *extra]
     for ok, msg in checks:
         if not ok:

@@ -38,7 +38,7 @@ from coordinator.strategy import Method, RoundView, SetupStep, Update
 from coordinator.transport import Gathered, Transport
 from prunefl_common.importance import accumulate
 from prunefl_common.mask_delta import mask_delta
-from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainResult, kept_values
+from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values
 from prunefl_common.model_spec import ModelSpec
 from prunefl_common.time_model import TimeModel
 
@@ -171,15 +171,15 @@ class Coordinator:
         return self._index_cache[1]
 
     def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any, deadline: bool = True,
-                  deadline_s: float | None = None) -> Gathered:
-        """Send one task per client (current weights and mask) and gather the answers within the round deadline
-        (``deadline`` False: without one, for initial pruning's minutes of local training; ``deadline_s``: this
-        one); counts bytes."""
+                  deadline_s: float | None = None, values: bool = True) -> Gathered:
+        """Send one task per client (current weights and mask; ``values`` False: no weights) and gather the answers
+        within the round deadline (``deadline`` False: without one, for initial pruning's minutes of local
+        training; ``deadline_s``: this one); counts bytes."""
         r = self.state.round
-        values = self._values()
+        values_sent = self._values() if values else []
         sent = []
         for cid in client_ids:
-            task = Task(r, kind, self._mask_update(cid), values, config)
+            task = Task(r, kind, self._mask_update(cid), values_sent, config)
             self.state.bytes_down += self.transport.send(cid, task)
             sent.append(cid)
         wait = deadline_s if deadline_s is not None else self.config.deadline_s if deadline else None
@@ -200,6 +200,35 @@ class Coordinator:
                 self.ledger.holds(res.client_id, res.mask_version)
         self.state.bytes_up += got.bytes_up
         return got
+
+    def _importance_uploads(self, client_ids: Sequence[str], train_cfg: TrainConfig) -> tuple[int, int]:
+        """IMPORTANCE tasks to ``client_ids`` (no training, no weights sent; uploads as ``train_cfg`` asks, sparse or
+        dense); the z they return is summed into the state like the z that train results carry. Importance that is
+        not piggybacked on a result goes only this way. Returns (clients whose z was summed, bytes up + down)."""
+        available = set(self.transport.available_clients())
+        ids = [c for c in client_ids if c in available]
+        if not ids:
+            return 0, 0
+        st = self.state
+        before = st.bytes_up + st.bytes_down
+        got = self.run_tasks(ids, TaskKind.IMPORTANCE, train_cfg, values=False)
+        summed = 0
+        for res in got.results:
+            if not isinstance(res, TrainResult) or res.importance is None or res.client_id not in ids:
+                continue
+            why = None if (res.round == st.round and res.mask_version == st.mask_version) else "stale"
+            why = why or train_result_problem(res, st.masks, self.shapes, False)
+            if why is None:
+                try:
+                    st.importance = accumulate(st.importance, res.importance, self._kept_index(), self.shapes)
+                    summed += 1
+                except ValueError as e:
+                    why = str(e)
+            if why is not None:
+                log.warning("round %d: importance of %s not used: %s", st.round, res.client_id, why)
+        log.info("round %d: importance from %d of %d clients asked (%d failures)", st.round, summed, len(ids),
+                 len(got.failures))
+        return summed, st.bytes_up + st.bytes_down - before
 
     def densities(self) -> dict[str, float]:
         return {name: float(np.count_nonzero(self.state.masks[p]) / self.sizes[p])
@@ -306,8 +335,9 @@ class Coordinator:
         self.apply(self.method.aggregate_round(self.view(), fresh, got.failures))
         for res in fresh:
             if res.importance is not None:
-                st.importance = accumulate(st.importance, res.importance)
-        st.sim_time_s += self.time_model.round_time(kept_during)
+                st.importance = accumulate(st.importance, res.importance, self._kept_index(), self.shapes)
+        z_clients, z_bytes = self._importance_uploads(self.method.importance_requests(self.view(), fresh), train_cfg)
+        st.sim_time_s += self.time_model.round_time(kept_during, importance=train_cfg.collect_importance)
         change = self.method.reconfigure(self.view())
         reconfigured = change is not None and change.masks is not None
         if change is not None:
@@ -340,7 +370,9 @@ class Coordinator:
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,
-            train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None)
+            train_accuracy=(sum(x.accuracy * x.n_samples for x in fresh) / n) if n else None,
+            importance_uploads=sum(x.importance is not None for x in fresh) + z_clients,
+            importance_request_bytes=z_bytes)
         st.round = r + 1
         return rec
 

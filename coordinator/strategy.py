@@ -7,7 +7,9 @@ Per run, the loop asks the method:
 * ``setup(view)`` -> a :class:`SetupStep` (tasks to run before round 0: initial pruning at one client, SNIP's
   gradients at K clients) or None; then ``finish_setup(view, gathered)`` -> an :class:`Update`;
 * per round: ``configure_round(view)`` -> the round's :class:`~prunefl_common.messages.TrainConfig`;
-  ``aggregate_round(view, results, failures)`` -> an :class:`Update` with the new weights; ``reconfigure(view)``
+  ``aggregate_round(view, results, failures)`` -> an :class:`Update` with the new weights;
+  ``importance_requests(view, results)`` -> clients the loop sends an IMPORTANCE task this round (they trained
+  earlier in the interval and hold importance; their answers are summed like the results'); ``reconfigure(view)``
   -> an :class:`Update` with new masks, or None.
 
 The server sums the importance that results carry into the state (``view.importance``) before it asks for
@@ -94,5 +96,7 @@ class Method(Protocol):
 
     def aggregate_round(self, view: RoundView, results: list[TrainResult], failures: list[ClientFailure]) -> Update:
         ...
+
+    def importance_requests(self, view: RoundView, results: list[TrainResult]) -> Sequence[str]: ...
 
     def reconfigure(self, view: RoundView) -> Update | None: ...

@@ -24,6 +24,9 @@ class TaskKind(StrEnum):
     TRAIN = "train"  # local masked SGD; returns the new kept values (and importance when asked)
     GRADIENT = "gradient"  # no update: sum of dense gradients over local_steps batches (SNIP scores)
     INITIAL_PRUNE = "initial_prune"  # PruneFL's initial pruning on this client's data
+    # no training: send the importance accumulated since the last upload (a client that trained earlier in the
+    # reconfiguration interval but is not selected in the reconfiguration round); values are not needed
+    IMPORTANCE = "importance"
 
 
 @dataclass
@@ -48,6 +51,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     collect_importance: bool = False  # accumulate z_j += n * (sum_k g_kj)^2 this round (costs a dense dW)
     upload_importance: bool = False  # send the accumulated z with the result, then reset it
+    # None: z goes dense (every position); a number f: z at every kept position and, per prunable parameter, the
+    # largest z at pruned positions, at most f x its kept count (what the mask choice can use; SparseImportance)
+    importance_top: float | None = None
 
 
 @dataclass
@@ -67,6 +73,9 @@ class InitialPruneConfig:
     stop_count: int = 5  # ... for this many reconfigurations in a row
     max_density: float | None = None
     seed: int = 0  # which local samples form the 10 batches
+    # True (reference, bases/nn/linear.py DenseLinear.forward multiplies weight by mask): z = 0 at pruned weights,
+    # so IP never regrows, and no dense dW is needed; False: z from the dense gradient (pruned weights included)
+    masked_importance: bool = True
 
 
 @dataclass
@@ -79,13 +88,30 @@ class Task:
 
 
 @dataclass
+class SparseImportance:
+    """A client's z without its dense form (the mask optimiser only ever adds a pruned weight whose z is among the
+    largest, and sums the z of the weights that stay): per parameter, z at every kept position in mask order
+    (biases: every entry); per prunable parameter, the largest z at pruned positions with their flat indices
+    (sorted). Positions not sent count as z = 0."""
+
+    kept: list[np.ndarray]  # float32, one per parameter
+    pruned_index: dict[int, np.ndarray]  # int64 sorted flat positions, per prunable parameter
+    pruned_z: dict[int, np.ndarray]  # float32, same lengths
+    sizes: dict[int, int]  # number of weights of each prunable parameter (the positions' range)
+
+    def nbytes(self) -> int:
+        return sum(int(k.nbytes) for k in self.kept) + sum(int(v.nbytes) for v in self.pruned_z.values())
+
+
+@dataclass
 class TrainResult:
     client_id: str
     round: int
     mask_version: int
     n_samples: int
     values: list[np.ndarray]  # kept values per parameter (TRAIN); empty for GRADIENT
-    importance: list[np.ndarray] | None = None  # dense per parameter: z (TRAIN) or gradient sums (GRADIENT)
+    # z (TRAIN): dense per parameter or SparseImportance; gradient sums (GRADIENT): dense
+    importance: list[np.ndarray] | SparseImportance | None = None
     loss: float = float("nan")  # mean training loss over the local steps
     accuracy: float = float("nan")  # training accuracy over the local steps
     compute_s: float = 0.0  # wall time on the device

@@ -4,7 +4,6 @@ edge agent's local state."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -14,15 +13,14 @@ import numpy as np
 
 
 def save_npz_atomic(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Write ``meta`` and ``arrays`` to ``path``; a crash leaves the previous file or the new one, never half."""
+    """Write ``meta`` and ``arrays`` to ``path``; a crash leaves the previous file or the new one, never half.
+    The arrays stream into the file (in chunks), not through a copy of the whole file in memory."""
     if "meta" in arrays:
         raise ValueError("'meta' is reserved for the JSON header")
-    buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(buf.getbuffer())
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)

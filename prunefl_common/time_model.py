@@ -5,7 +5,10 @@ from the paper's reference implementation (the built-in ``pi4-reference``, see `
 
 * ``intercept_s``: the time of one local iteration that does not depend on the kept weights;
 * per prunable layer ``s_per_weight``: the compute time of one iteration per kept weight (a_l);
-* ``comm_s_per_weight``: the communication time per kept weight per round (b).
+* ``comm_s_per_weight``: the communication time per kept weight per round (b);
+* ``importance_s_per_weight``: the extra time of one iteration per weight of the model (kept or not) while the
+  importance window is open: the dense weight gradient PruneFL's importance needs, which a sparse step does not
+  compute otherwise (0 in the reference's coefficients, whose every step computed it).
 
 A :class:`TimeModel` is a profile applied to one model and ``local_steps``: per round, the intercept and the
 compute terms are multiplied by ``local_steps`` (the reference: ``TIME_CONSTANT = SPARSE_TIME * 5``,
@@ -32,7 +35,7 @@ from prunefl_common.model_spec import Conv2d, ModelSpec
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "prunefl-device-profile/1"
-BUILTIN_PROFILES = ("pi4-reference",)
+BUILTIN_PROFILES = ("pi4-reference", "pi-proxy-mlp")
 
 
 class ProfileError(ValueError):
@@ -61,12 +64,14 @@ class DeviceProfile:
     model: str = ""
     batch_size: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
+    importance_s_per_weight: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": PROFILE_FORMAT, "name": self.name, "description": self.description, "source": self.source,
             "model": self.model, "per": "iteration", "batch_size": self.batch_size,
             "intercept_s": self.intercept_s, "comm_s_per_weight": self.comm_s_per_weight,
+            "importance_s_per_weight": self.importance_s_per_weight,
             "layers": [{k: v for k, v in vars(lp).items() if v is not None} for lp in self.layers],
             "defaults": dict(self.defaults), **({"extra": self.extra} if self.extra else {}),
         }
@@ -89,12 +94,14 @@ class DeviceProfile:
                        defaults={str(k): float(v) for k, v in data.get("defaults", {}).items()},
                        description=str(data.get("description", "")), source=str(data.get("source", "")),
                        model=str(data.get("model", "")), batch_size=int(data.get("batch_size", 20)),
-                       extra=dict(data.get("extra", {})))
+                       extra=dict(data.get("extra", {})),
+                       importance_s_per_weight=float(data.get("importance_s_per_weight", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ProfileError):
                 raise
             raise ProfileError(f"{where}: missing or malformed field: {e}") from e
-        values = [prof.intercept_s, prof.comm_s_per_weight, *[lp.s_per_weight for lp in layers],
+        values = [prof.intercept_s, prof.comm_s_per_weight, prof.importance_s_per_weight,
+                  *[lp.s_per_weight for lp in layers],
                   *prof.defaults.values()]
         if not all(np.isfinite(v) and v >= 0 for v in values):
             raise ProfileError(f"{where}: coefficients must be finite and >= 0")
@@ -145,14 +152,20 @@ class TimeModel:
     compute: np.ndarray  # a_l per round, one per prunable layer
     comm: float  # b per kept weight per round
     local_steps: int = 5
+    importance: float = 0.0  # per weight of the model per round, in rounds that accumulate importance
+    total_weights: int = 0  # prunable weights of the model (what the importance step's dense dW covers)
 
     @property
     def costs(self) -> np.ndarray:
         return self.compute + self.comm
 
-    def round_time(self, kept: list[int] | np.ndarray) -> float:
+    def importance_time(self) -> float:
+        """What accumulating importance adds to one round: a dense weight gradient of every weight."""
+        return float(self.importance * self.total_weights)
+
+    def round_time(self, kept: list[int] | np.ndarray, importance: bool = False) -> float:
         k = np.asarray(kept, dtype=np.float64)
-        return float(self.intercept + np.dot(k, self.costs))
+        return float(self.intercept + np.dot(k, self.costs) + (self.importance_time() if importance else 0.0))
 
     def compute_time(self, kept: list[int] | np.ndarray, iterations: int) -> float:
         """Compute-only time of ``iterations`` local iterations (no communication), e.g. initial pruning."""
@@ -186,7 +199,8 @@ class TimeModel:
                      profile.name, spec.name)
         return cls(intercept=profile.intercept_s * local_steps,
                    compute=np.asarray(per_iter, dtype=np.float64) * local_steps,
-                   comm=profile.comm_s_per_weight, local_steps=local_steps)
+                   comm=profile.comm_s_per_weight, local_steps=local_steps,
+                   importance=profile.importance_s_per_weight * local_steps, total_weights=sum(shapes.values()))
 
 
 def slowest_announced(announced: dict[str, Any], spec: ModelSpec, local_steps: int = 5

@@ -28,14 +28,14 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prunefl_common.errors import InputError
-from prunefl_common.messages import Task
+from prunefl_common.messages import Task, TaskKind
 from prunefl_common.model_spec import ModelSpec, ModelSpecError, spec_from_dict
 from prunefl_common.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_common.protocol.chunks import Reassembler, split_message
@@ -57,6 +57,7 @@ from prunefl_common.protocol.wire import (
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.edge_profile import announced, device_profile
+from prunefl_edge.memory_phases import HeapReturn, PhasePeaks
 from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ def load_local_data(cfg: EdgeConfig) -> tuple[np.ndarray, np.ndarray, int]:
         idx = parts[cfg.data.partition_index]
         x, y = x[idx], y[idx]
     return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), ds.num_classes
+
+
+def task_phase(task: Task) -> str:
+    """The memory phase a task's execution counts under: training with and without importance apart."""
+    if task.kind == TaskKind.TRAIN:
+        cfg = task.config
+        return "train_importance" if getattr(cfg, "collect_importance", False) else "train"
+    return task.kind.value
 
 
 def model_key(model: dict[str, Any]) -> str:
@@ -148,7 +157,10 @@ class EdgeAgent:
         self._model_limits: Limits | None = None  # the model's (shapes checked), once a task named it
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
-        self._round_start: OrderedDict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None]] = OrderedDict()
+        self.memory = PhasePeaks()  # peak RSS (MiB) per phase, announced in the status
+        self._heap = HeapReturn()
+        # the start of the last round executed: batch position, importance and its version and samples
+        self._round_start: dict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None, int, int]] = {}
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
                          "messages_dropped": 0, "bytes_duplicate": 0,
                          "bytes_foreign": 0, "state_save_failures": 0}
@@ -162,8 +174,8 @@ class EdgeAgent:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
                 "mask_version": self._held_mask_version(),
-                "profile": announced(self.profile), **self.counters, "inbox_dropped": self._inbox.dropped,
-                "bytes_inbox_dropped": self._inbox.dropped_bytes}
+                "profile": announced(self.profile), "peak_rss_mib": dict(self.memory.peaks), **self.counters,
+                "inbox_dropped": self._inbox.dropped, "bytes_inbox_dropped": self._inbox.dropped_bytes}
 
     def _held_mask_version(self) -> int:
         """The trainer's mask version; before the first task of this start, the saved state's (applied then)."""
@@ -185,8 +197,10 @@ class EdgeAgent:
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def run(self, connect_wait_s: float | None = None) -> None:
-        self._read_saved_state()
-        self.load_profile()
+        self.memory.note("start")  # imports and local data, since the process began
+        with self.memory.phase("start"):
+            self._read_saved_state()
+            self.load_profile()
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -206,10 +220,11 @@ class EdgeAgent:
     def _handle(self, payload: bytes) -> None:
         self.counters["bytes_received"] += len(payload)
         try:
-            whole = self._reasm.feed(payload)
-            if whole is None:
-                return
-            msg = decode(whole, self._limits_for(whole))
+            with self.memory.phase("task_decode"):
+                whole = self._reasm.feed(payload)
+                if whole is None:
+                    return
+                msg = decode(whole, self._limits_for(whole))
         except ProtocolError as e:
             self.counters["messages_dropped"] += 1
             log.warning("dropped an undecodable message on my task topic: %s", e)
@@ -224,8 +239,11 @@ class EdgeAgent:
             self.counters["bytes_duplicate"] += len(payload)
             log.info("task %s (round %d) delivered again: already executed", msg.header.msg_id, msg.body.round)
             return
+        del whole  # the task's bytes are decoded: only the arrays it carries stay (views into it, while used)
         self._execute(msg)
         self._seen.add(msg.header.msg_id)
+        del msg
+        self._heap.trim()
 
     def _limits_for(self, whole: bytes) -> Limits:
         """The model's limits (every declared shape checked against the model before anything is allocated) for a
@@ -292,9 +310,11 @@ class EdgeAgent:
         t0 = time.perf_counter()
         log.info("round %d: %s task received (mask v%d)", task.round, task.kind.value, task.mask.version)
         try:
-            trainer = self._ensure_trainer(msg)
-            self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
-            result = trainer.execute(task)
+            with self.memory.phase("model"):
+                trainer = self._ensure_trainer(msg)
+                self._rewind_or_snapshot(trainer, (task.round, task.kind.value))
+            with self.memory.phase(task_phase(task)):
+                result = trainer.execute(task, release_values=True)  # the task's bytes go once its values are in
         except MaskVersionError as e:
             self._reject(msg, str(e), needs_full_mask=True)
             return
@@ -305,28 +325,34 @@ class EdgeAgent:
             log.exception("round %d: the task failed unexpectedly", task.round)
             self._reject(msg, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
             return
-        data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
-        self._publish_result(data)
+        with self.memory.phase("result_encode"):
+            data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
+            version = result.mask_version
+            del result  # its arrays (importance above all) need not outlive the encoded bytes
+            self._publish_result(data)
         self.counters["tasks_done"] += 1
-        self._save_state()
+        with self.memory.phase("state_save"):
+            self._save_state()
         log.info("round %d: %s task done in %.2f s (mask v%d), %d bytes sent", task.round, task.kind.value,
-                 time.perf_counter() - t0, result.mask_version, len(data))
+                 time.perf_counter() - t0, version, len(data))
         self._announce()
 
     def _rewind_or_snapshot(self, trainer: Trainer, key: tuple[int, str]) -> None:
-        """A task for a round this edge already executed (the coordinator restarted from its checkpoint) runs
-        from the same batch position and importance as the first time, so the resumed run equals an
-        uninterrupted one."""
+        """A task for the round this edge executed last (the coordinator restarted from its checkpoint, which is
+        at most one round behind) runs from the same batch position and importance as the first time, so the
+        resumed run equals an uninterrupted one. One snapshot only: during an importance window it holds a copy
+        of the dense z, the largest buffer of an edge at low density."""
         if key in self._round_start:
-            stream, imp = self._round_start[key]
+            stream, imp, version, samples = self._round_start[key]
             trainer.stream.load(stream)
             trainer.importance = None if imp is None else [z.copy() for z in imp]
+            trainer.importance_version, trainer.importance_samples = version, samples
             log.info("round %d (%s) again: rewound to the batch position it started from", *key)
             return
+        self._round_start.clear()  # (before the copy: never two of them)
         imp = trainer.importance
-        self._round_start[key] = (trainer.stream.state(), None if imp is None else [z.copy() for z in imp])
-        while len(self._round_start) > 3:
-            self._round_start.popitem(last=False)
+        self._round_start[key] = (trainer.stream.state(), None if imp is None else [z.copy() for z in imp],
+                                  trainer.importance_version, trainer.importance_samples)
 
     def _publish_result(self, data: bytes) -> None:
         for part in split_message(data, self.cfg.max_payload_bytes, federation=self.cfg.federation,

@@ -225,6 +225,46 @@ class Network:
         for i, w in enumerate(weights):
             self.set_param(i, w)
 
+    # ---- kept values: what tasks carry and results return, without a dense copy of any weight ---------------------
+    def get_kept_values(self) -> list[np.ndarray]:
+        """Per parameter, the values at its kept positions in mask (row-major) order; biases whole."""
+        out = []
+        n = self._n.ffi.new("int64_t *")
+        for i in range(len(self.param_shapes)):
+            self._call(self._n.lib.pf_net_num_kept(self._h, i, n))
+            v = np.empty(int(n[0]), np.float32)
+            self._call(self._n.lib.pf_net_get_kept(self._h, i, self._ptr("float[]", v), v.size))
+            out.append(v)
+        return out
+
+    def set_kept_values(self, values: Sequence[np.ndarray]) -> None:
+        """The inverse of :meth:`get_kept_values` under the current masks (pruned positions stay zero)."""
+        if len(values) != len(self.param_shapes):
+            raise ValueError(f"expected {len(self.param_shapes)} arrays, got {len(values)}")
+        for i, v in enumerate(values):
+            arr = np.ascontiguousarray(v, dtype=np.float32).reshape(-1)
+            self._call(self._n.lib.pf_net_set_kept(self._h, i, self._ptr("float[]", arr), arr.size))
+
+    def add_importance(self, z: Sequence[np.ndarray], scale: float, kept_only: bool = False) -> None:
+        """``z[i] += scale * s**2`` with ``s`` parameter i's gradient sum, in place in C (no copy of ``s``);
+        ``kept_only``: at kept positions only. ``z``: float32 C-contiguous arrays of the parameters' shapes."""
+        for i, zi in enumerate(z):
+            self._check_importance_buffer(i, zi)
+            self._call(self._n.lib.pf_net_add_sq_grad_sum(self._h, i, self._ptr("float[]", zi), zi.size,
+                                                           float(scale), int(kept_only)))
+
+    def add_step_importance(self, z: Sequence[np.ndarray], scale: float = 1.0) -> None:
+        """``z[i] += scale * g**2`` with ``g`` parameter i's gradient of the last forward_backward (zero at pruned
+        positions: the gradient of the masked weights), in place in C."""
+        for i, zi in enumerate(z):
+            self._check_importance_buffer(i, zi)
+            self._call(self._n.lib.pf_net_add_sq_grad(self._h, i, self._ptr("float[]", zi), zi.size, float(scale)))
+
+    def _check_importance_buffer(self, i: int, zi: np.ndarray) -> None:
+        if zi.dtype != np.float32 or not zi.flags.c_contiguous or zi.shape != self.param_shapes[i].shape:
+            raise ValueError(f"importance of parameter {i}: a C-contiguous float32 array of shape "
+                             f"{self.param_shapes[i].shape} is needed, got {zi.dtype} {zi.shape}")
+
     def get_masks(self) -> dict[int, np.ndarray]:
         out = {}
         for i in self.weight_params:
@@ -259,12 +299,14 @@ class Network:
     def init_weights(self, seed: int = 0) -> None:
         """PyTorch's default initialisation: weights and biases uniform in +-1/sqrt(fan_in)."""
         rng = np.random.default_rng(seed)
-        weights = []
-        for p in self.param_shapes:
+        chunk = 1 << 20  # float64 draws in slices: the same stream as one draw per parameter, without its copy
+        for i, p in enumerate(self.param_shapes):
             fan_in = int(np.prod(self.param_shapes[self._weight_of(p.layer)].shape[1:]))
             bound = 1.0 / math.sqrt(fan_in)
-            weights.append(rng.uniform(-bound, bound, p.shape).astype(np.float32))
-        self.set_weights(weights)
+            w = np.empty(p.size, np.float32)
+            for a in range(0, p.size, chunk):
+                w[a:a + chunk] = rng.uniform(-bound, bound, min(chunk, p.size - a))
+            self.set_param(i, w.reshape(p.shape))
 
     def _weight_of(self, layer: int) -> int:
         return next(i for i, p in enumerate(self.param_shapes) if p.layer == layer and p.prunable)

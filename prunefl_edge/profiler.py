@@ -106,6 +106,7 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         net.set_masks(full)
         t_dense_all = step_time()
         log.info("all layers dense: %.4f s per step", t_dense_all)
+        total_w = sum(pshapes[wparams[li]].size for li in layers)
         sweeps: list[LayerSweep] = []
         for li in layers:
             p = wparams[li]
@@ -140,6 +141,15 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         for li in layers:
             force(li, True)
         t_low = step_time()
+        # the importance step: the same sparse step with the dense gradient of every weight accumulated
+        net.set_importance(True)
+        try:
+            t_low_imp = step_time()
+        finally:
+            net.set_importance(False)
+        importance_s = max(0.0, t_low_imp - t_low) / max(1, total_w)
+        log.info("importance: %.3e s per weight per step (sparse step %.4f s, with importance %.4f s)", importance_s,
+                 t_low, t_low_imp)
         kept_low = [int(low[wparams[li]].sum()) for li in layers]
         intercept = max(0.0, t_low - sum(s.slope * k for s, k in zip(sweeps, kept_low, strict=True)))
         for sw in sweeps:  # leave the network on the measured switch-over
@@ -161,8 +171,9 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
                   for k in ("conv", "linear") if any(s.kind == k for s in sweeps)},
         description=f"measured by prunefl-edge profile on this device (batch {batch}, median of {repeat})",
         source="prunefl_edge.profiler: least squares of step time vs kept weights; b given, not measured",
-        model=spec.name, batch_size=batch,
-        extra={"dense_step_s": t_dense_all, "sparse_low_step_s": t_low, "build": build,
+        model=spec.name, batch_size=batch, importance_s_per_weight=importance_s,
+        extra={"dense_step_s": t_dense_all, "sparse_low_step_s": t_low, "sparse_low_importance_step_s": t_low_imp,
+               "build": build,
                "sweeps": [{"layer": s.name, "densities": s.densities, "kept": s.kept, "sparse_s": s.sparse_s,
                            "dense_s": s.dense_s} for s in sweeps]})
     return prof, sweeps

@@ -183,9 +183,21 @@ def _small_disk(path: Path) -> Iterator[str]:
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def _symlink_when_free(link: Path, target: str) -> None:
+    """``link`` -> ``target`` once a save in progress (which streams into that temporary name) has renamed it."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            link.symlink_to(target)
+            return
+        except FileExistsError:
+            assert time.monotonic() - t0 < 30, f"{link} stays: a save never finished"
+            time.sleep(0.005)
+
+
 def _fill(path: Path, how: str) -> None:
     if how == "dev-full":
-        (path / "trainer_state.npz.tmp").symlink_to("/dev/full")
+        _symlink_when_free(path / "trainer_state.npz.tmp", "/dev/full")
         return
     with open(path / "filler", "wb", buffering=0) as f:
         try:
@@ -328,7 +340,7 @@ def test_a_coordinator_whose_disk_fills_up_stops_with_its_last_checkpoint_whole(
         while not ((out / "metrics.jsonl").exists() and len(_train(out)) >= 2):
             assert time.monotonic() - t0 < 120 and first.poll() is None
             time.sleep(0.01)
-        (out / "checkpoint.npz.tmp").symlink_to("/dev/full")  # the next checkpoint write: ENOSPC
+        _symlink_when_free(out / "checkpoint.npz.tmp", "/dev/full")  # the next checkpoint write: ENOSPC
         text, _ = first.communicate(timeout=120)
         assert first.returncode == 3, text.decode()
         assert b"No space left on device" in text and b"--resume" in text

@@ -10,17 +10,27 @@ import pytest
 from prunefl_common.mask_optimizer import MaskOptimizerError, delta_for_round, optimize_masks
 
 
-def naive_greedy(z, w, m, costs, c, delta, fixed=0.0, max_density=None):
-    """Literal transcription of the reference: sort candidates by z/cost, add one by one while ratio > N/D."""
+def naive_greedy(z, w, m, costs, c, delta, fixed=0.0, max_density=None, ties="exact"):
+    """Literal transcription of the reference: sort candidates by z/cost, add one by one while ratio > N/D.
+
+    ties="keep": the reference's stay set (``control/algorithm.py`` ``process_layer``): ``thr = sort(|w_kept|)
+    [int(delta * kept)]``, kept weights with ``|w| >= thr`` stay; "exact": the ``int(delta * kept)`` smallest go."""
     stay, cands = [], []
     num, den = fixed, c
     for li, (zl, wl, ml) in enumerate(zip(z, w, m, strict=True)):
         zl, wl, ml = zl.ravel(), wl.ravel(), ml.ravel().astype(bool)
         kept = np.flatnonzero(ml)
         n_dec = int(delta * kept.size)
-        order = kept[np.argsort(np.abs(wl[kept]), kind="stable")]
         s = ml.copy()
-        s[order[:n_dec]] = False
+        if ties == "keep":
+            if 0 < n_dec < kept.size:
+                thr = np.sort(np.abs(wl[kept]))[n_dec]
+                s = ml & (np.abs(wl) >= thr)
+            elif n_dec >= kept.size:
+                s[:] = False
+        else:
+            order = kept[np.argsort(np.abs(wl[kept]), kind="stable")]
+            s[order[:n_dec]] = False
         stay.append(s)
         num += zl[s].sum()
         den += s.sum() * costs[li]
@@ -154,3 +164,53 @@ def test_bad_inputs():
         optimize_masks([np.array([np.nan])], [np.zeros(1)], [np.ones(1, bool)], [1.0], 1.0, 0.1)
     with pytest.raises(MaskOptimizerError, match="costs"):
         optimize_masks([np.zeros(1)], [np.zeros(1)], [np.ones(1, bool)], [-1.0], 1.0, 0.1)
+
+
+def _tied_case(seed: int):
+    rng = np.random.default_rng(100 + seed)
+    shapes = [(6, 5), (40,), (3, 3, 3)]
+    # magnitudes on a coarse grid: many weights tie with the delta-cut magnitude
+    w = [(rng.integers(-4, 5, size=s) / 4).astype(np.float32) for s in shapes]
+    m = [rng.random(s) < 0.7 for s in shapes]
+    z = [rng.exponential(size=s) ** 2 for s in shapes]
+    return w, m, z
+
+
+def _reference_stay_torch(w: np.ndarray, m: np.ndarray, delta: float) -> np.ndarray:
+    """The reference's process_layer stay set, transcribed with torch (an independent implementation)."""
+    torch = pytest.importorskip("torch")
+    weight, mask = torch.from_numpy(w.copy()), torch.from_numpy(m.copy())
+    iu = mask
+    max_dec_num = int(delta * int(iu.sum()))
+    w_thr = torch.sort(torch.abs(weight[iu]))[0][max_dec_num]
+    return ((torch.abs(weight) >= w_thr) & iu).numpy()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ties_with_the_cut_magnitude_stay_as_in_the_reference(seed):
+    w, m, z = _tied_case(seed)
+    costs, c, delta = [0.2, 0.3, 0.05], 2.0, 0.3
+    res = optimize_masks(z, w, m, costs, c, delta, fixed_importance=0.5)  # default ties="keep"
+    ref = naive_greedy(z, w, m, costs, c, delta, fixed=0.5, ties="keep")
+    for a, b in zip(res.masks, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # no weight tied with the cut is removed: a removed weight is strictly below the torch transcription's threshold
+    for wl, ml, nm in zip(w, m, res.masks, strict=True):
+        stay = _reference_stay_torch(wl, ml, delta)
+        assert not (stay & ~nm).any()  # every weight the reference keeps stays kept
+        removed = ml & ~nm
+        if removed.any() and (ml & stay).any():
+            assert np.abs(wl[removed]).max() < np.abs(wl[ml & stay]).min()
+
+
+def test_tie_rule_exact_removes_exactly_int_delta_kept():
+    w = [np.array([0.5, 0.5, 0.5, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], np.float32)]
+    m = [np.ones(10, bool)]
+    z = [np.zeros(10)]  # nothing is worth regrowing: the stay set is the answer
+    keep = optimize_masks(z, w, m, [1.0], 1.0, 0.3, fixed_importance=1.0)
+    exact = optimize_masks(z, w, m, [1.0], 1.0, 0.3, fixed_importance=1.0, ties="exact")
+    assert keep.removed == [0]  # thr = sorted |w| [3] = 0.5: all four tied weights stay
+    assert exact.removed == [3]
+    assert exact.masks[0][4:].all() and exact.masks[0][:4].sum() == 1
+    with pytest.raises(MaskOptimizerError):
+        optimize_masks(z, w, m, [1.0], 1.0, 0.3, ties="nearest")

@@ -13,6 +13,7 @@ from coordinator.methods import FedAvg, PruneFL
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.state import GlobalState
 from coordinator.transport_inproc import InProcTransport
+from prunefl_common.messages import TaskKind
 from prunefl_common.model_spec import Linear, ModelSpec, ReLU
 from prunefl_common.time_model import TimeModel, load_profile
 from prunefl_edge.trainer import Trainer
@@ -276,3 +277,81 @@ def test_an_announced_count_cannot_choose_the_initial_pruning_client():
         assert pick({**honest, "e9": {"n_samples": lie}}) == "e2"
     assert pick({**honest, "e9": {"n_samples": "many"}, "e8": {}}) == "e2"
     assert pick({"a": {}, "b": {"n_samples": True}}) == "a"
+
+
+def _record_contributions(coord, spy) -> list:
+    """Every client round's n * a**2 (float64, from the network's gradient sums), recorded on the edges as they
+    accumulate it: (client, round, z)."""
+    contrib = []
+    for cid, t in spy.trainers.items():
+        real = t.net.add_importance
+
+        def wrap(z, n, _cid=cid, _real=real, _net=t.net):
+            contrib.append((_cid, coord.state.round, [n * np.asarray(a, np.float64) ** 2 for a in _net.grad_sums()]))
+            _real(z, n)
+        t.net.add_importance = wrap
+    return contrib
+
+
+@pytest.mark.parametrize("mode", ["interval", "selected"])
+def test_reconfiguration_sums_the_importance_of_the_intervals_client_rounds(mode, monkeypatch):
+    """interval (the reference): the optimiser sees z of every client round with importance in the interval, each
+    once; the clients not selected in the reconfiguration round answer an IMPORTANCE task (no weights sent).
+    selected: only the reconfiguration round's clients' z (each covering its rounds of this interval)."""
+    import coordinator.methods.prunefl as pf
+
+    seen: list = []
+    real = pf.optimize_masks
+
+    def spy_opt(z, *a, **k):
+        seen.append([np.array(x, np.float64) for x in z])
+        return real(z, *a, **k)
+    monkeypatch.setattr(pf, "optimize_masks", spy_opt)
+    coord, spy = _coord(PruneFL(initial=False, reconfig_interval=3, importance_from=mode, importance_top=None),
+                        rounds=4)
+    contrib = _record_contributions(coord, spy)
+    recs = coord.run()
+    assert len(seen) == 1  # the reconfiguration at round 3; importance collected in rounds 1, 2, 3
+    selected3 = {cid for cid, t in spy.sent if t.round == 3 and t.kind == TaskKind.TRAIN}
+    asked = [(cid, t) for cid, t in spy.sent if t.kind == TaskKind.IMPORTANCE]
+    trained = {cid for cid, r, _ in contrib}
+    assert {r for _, r, _ in contrib} == {1, 2, 3}
+    if mode == "interval":
+        assert {cid for cid, _ in asked} == trained - selected3 and all(t.round == 3 for _, t in asked)
+        assert all(t.values == [] for _, t in asked)
+        use = contrib
+        assert recs[3]["importance_uploads"] == len(trained) and recs[3]["importance_request_bytes"] > 0
+    else:
+        assert asked == []
+        use = [c for c in contrib if c[0] in selected3]
+        assert recs[3]["importance_uploads"] == len(selected3)
+    wp = coord.weight_params
+    for i, p in enumerate(wp):
+        expect = sum(z[p] for _, _, z in use)
+        np.testing.assert_allclose(seen[0][i], expect, rtol=1e-5)
+
+
+def test_ip_only_keeps_the_initial_pruning_mask_and_collects_no_importance():
+    coord, spy = _coord(PruneFL(initial=True, adaptive=False, reconfig_interval=2, ip_max_passes=30), rounds=5)
+    assert coord.method.name == "ip-only"
+    coord.setup()
+    coord.state.extra["setup_done"] = True
+    version, masks = coord.state.mask_version, {p: m.copy() for p, m in coord.state.masks.items()}
+    coord.run()
+    assert coord.state.mask_version == version
+    for p, m in masks.items():
+        np.testing.assert_array_equal(coord.state.masks[p], m)
+    train = [t for _, t in spy.sent if t.kind == TaskKind.TRAIN]
+    assert train and not any(t.config.collect_importance or t.config.upload_importance for t in train)
+    assert not any(t.kind == TaskKind.IMPORTANCE for _, t in spy.sent)
+
+
+def test_interval_importance_with_sparse_uploads_counts_every_client_once():
+    """The default upload (sparse, issue 13) on the IMPORTANCE path too: every client of the interval, once."""
+    coord, spy = _coord(PruneFL(initial=False, reconfig_interval=3), rounds=4)
+    contrib = _record_contributions(coord, spy)
+    recs = coord.run()
+    asked = [t for _, t in spy.sent if t.kind == TaskKind.IMPORTANCE]
+    assert all(t.config.importance_top is not None for t in asked)
+    assert recs[3]["importance_uploads"] == len({cid for cid, _, _ in contrib})
+    assert recs[3]["reconfigured"]

@@ -54,7 +54,7 @@ def test_seeded_runs_are_bitwise_reproducible(kind):
     assert strip == [{k: v for k, v in r.items() if k not in clock} for r in b.records]
 
 
-@pytest.mark.parametrize("method", ["fedavg", "adaptive-only", "snip", "imp"])
+@pytest.mark.parametrize("method", ["fedavg", "adaptive-only", "ip-only", "snip", "imp"])
 def test_methods_run(method):
     nf, sgd = _factories("fake")
     res = run_simulation(_opts(method=method, rounds=20, target_density=0.3, imp_steps=4), net_factory=nf,
@@ -64,6 +64,9 @@ def test_methods_run(method):
         assert st.density() == 1.0
     if method in ("snip", "imp"):
         assert st.density() == pytest.approx(0.3, abs=0.02)
+    if method == "ip-only":  # initial pruning's mask, never changed after it
+        assert res.records[0]["stage"] == "initial_pruning"
+        assert {r["mask_version"] for r in res.records[1:]} == {res.records[0]["mask_version"]}
 
 
 def test_reinit_from_a_run(tmp_path):

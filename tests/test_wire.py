@@ -824,3 +824,17 @@ def test_model_spec_from_dict_raises_only_model_spec_error(d):
         spec_from_dict(d)
     except ModelSpecError:
         pass
+
+
+def test_initial_prune_config_without_masked_importance_decodes_as_its_sender_meant():
+    """A coordinator from before ``masked_importance`` existed asked for the dense-gradient IP importance."""
+    task = Task(0, TaskKind.INITIAL_PRUNE, MaskUpdate(0, full={0: np.ones((3, 4), bool)}), [],
+                InitialPruneConfig(lr=0.1, costs=[1e-6], intercept=1.25))
+    msg = encode_task(task, federation="f", sender="c")
+    assert decode(msg).body.config.masked_importance is True  # today's default travels explicitly
+    k, h, t = unpack(msg)
+    del h["config"]["masked_importance"]
+    assert decode(repack(k, h, t)).body.config.masked_importance is False
+    h["config"]["masked_importance"] = 1  # present but not a bool: rejected, not guessed
+    with pytest.raises(ProtocolError, match="masked_importance"):
+        decode(repack(k, h, t))

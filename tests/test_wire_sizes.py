@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from prunefl_common.mask_delta import mask_delta
@@ -66,10 +67,30 @@ def test_container_layout_is_safetensors_own():
     for trial in range(100):
         t = {}
         for _ in range(int(rng.integers(0, 8))):
-            dt = rng.choice([np.float32, np.uint8, np.uint16, np.uint32, np.uint64])
+            dt = rng.choice([np.float32, np.float16, np.uint8, np.uint16, np.uint32, np.uint64])
             name = str(rng.choice(["v", "m", "a", "r", "z", "data"])) + str(int(rng.integers(0, 30)))
             shape = tuple(int(s) for s in rng.integers(0, 5, size=int(rng.integers(1, 3))))
             t[name] = (rng.random(shape) * 100).astype(dt)
         md = '{"x":"a\\\\b\\"c","n":' + str(trial) + '}'
         head, arrays = container_layout(t, md)
         assert head + b"".join(a.tobytes() for a in arrays) == st_save(t, metadata={"prunefl": md})
+
+
+def test_safetensors_reads_our_messages_and_we_read_its_containers():
+    """The body is a safetensors file both ways: the library loads what we encode, we decode what it writes."""
+    from prunefl_common.protocol.envelope import PREFIX, Tensors
+
+    rng = np.random.default_rng(5)
+    values = [rng.standard_normal(n).astype(np.float32) for n in (7, 0, 3)]
+    z = [np.abs(rng.standard_normal(s)).astype(np.float32) for s in ((2, 3), (0,), (3,))]
+    res = TrainResult("e1", 3, 2, 9, values, z, 0.1, 0.5, 1.0)
+    data = encode_result(res, federation="lab", sender="e1")
+    loaded = st_load(data[PREFIX.size:])
+    for i, v in enumerate(values):
+        np.testing.assert_array_equal(loaded[f"v{i}"], v)
+        np.testing.assert_array_equal(loaded[f"z{i}"], z[i])
+    body = st_save({"v0": values[0], "m1": np.arange(5, dtype=np.uint8), "z0": z[0]}, metadata={"prunefl": "{}"})
+    t = Tensors.load(memoryview(body))
+    np.testing.assert_array_equal(t.take("v0", "t"), values[0])
+    np.testing.assert_array_equal(t.take("m1", "t"), np.arange(5, dtype=np.uint8))
+    np.testing.assert_array_equal(t.take("z0", "t"), z[0])

@@ -7,7 +7,7 @@ from coordinator.methods.base import BaseMethod, FedAvg
 from coordinator.methods.baselines import FixedMask, IterativeMagnitude, Snip
 from coordinator.methods.prunefl import PruneFL
 
-METHOD_NAMES = ("prunefl", "adaptive-only", "fedavg", "snip", "imp", "reinit", "random-reinit")
+METHOD_NAMES = ("prunefl", "adaptive-only", "ip-only", "fedavg", "snip", "imp", "reinit", "random-reinit")
 
 # The reference's "online" size tuner (bases/fl/simulation/online.py) is not provided: it decides the model size
 # from losses of the previous, current and an auxiliary smaller model evaluated on raw samples that every client

@@ -53,6 +53,10 @@ class BaseMethod:
     def aggregate_round(self, view: RoundView, results: list[TrainResult], failures: list[ClientFailure]) -> Update:
         return fedavg_update(view, results)
 
+    def importance_requests(self, view: RoundView, results: list[TrainResult]) -> list[str]:
+        """Clients (not among ``results``) asked for their accumulated importance this round: none."""
+        return []
+
     def reconfigure(self, view: RoundView) -> Update | None:
         return None
 

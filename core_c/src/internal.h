@@ -12,11 +12,19 @@
 
 #define PF_ERRMSG_LEN 256
 
+/* A stride-1 convolution that can run directly on batch-innermost planes (no im2col): its input channels,
+ * kernel, the padded input plane (hp x wp) and the output gradient padded by kernel-1-pad (qh x qw). */
+typedef struct pf_conv_geom {
+    int ok;
+    int32_t c, kh, kw, hp, wp, oh, ow, qh, qw;
+} pf_conv_geom;
+
 /*
  * A prunable layer's weight is the matrix W (M x K): linear (out, in); conv2d (out_c, in_c*kh*kw).
  * Dense mode: w, gw (M*K) and mom (M*K, allocated on first use of momentum) hold the state.
  * Sparse mode: CSR over kept weights: rowptr (M+1), col, and val/gval/vmom (nnz) hold the state; the CSC
- * view (colptr (K+1), row, perm) serves the transposed product. The mask (M*K bytes) exists in both modes.
+ * view (colptr (K+1), row, perm; conv layers only) serves the transposed product. The mask (M*K bytes) exists
+ * in both modes.
  */
 typedef struct pf_weight {
     int32_t M, K;
@@ -24,12 +32,18 @@ typedef struct pf_weight {
     int64_t nnz;     /* kept weights */
     uint8_t *mask;   /* size */
     int sparse;      /* which state is live */
+    int csc;         /* the sparse state includes the CSC view (conv layers; linear ones use the fused backward) */
     float threshold; /* sparse when density <= threshold */
     /* dense state */
     float *w, *gw, *mom;
     /* sparse state */
     int32_t *rowptr, *col, *colptr, *row, *perm;
     float *val, *gval, *vmom;
+    /* direct sparse convolution (conv.ok, see pf_conv_geom): per kept weight its offset into a padded input
+     * plane (coff, CSR order) and into a padded output-gradient plane (toff, CSC order); chptr (in_c + 1) the
+     * CSC entries of each input channel */
+    pf_conv_geom conv;
+    int32_t *coff, *toff, *chptr;
     /* importance: dense gradient sum (size), allocated while importance is on */
     float *gsum;
     int mom_live; /* momentum holds non-zero values */
@@ -45,9 +59,13 @@ typedef struct pf_layer {
     /* per-batch buffers (grown with the batch) */
     float *out;   /* (B, out_size) */
     float *dout;  /* (B, out_size): gradient w.r.t. out */
-    float *cols;  /* conv: im2col (K, B*P); linear sparse: X^T (K, Bp), Bp = pf_padded_batch(B) */
-    float *tmp;   /* conv: (M, B*P) product; linear sparse: (M, Bp) */
-    float *dtmp;  /* conv: (K, B*P) dcols; linear sparse: (K, Bp) */
+    float *cols;  /* conv: im2col (K, B*P); direct conv: X (C, hp, wp, B); linear sparse: X^T (K, Bp),
+                   * Bp = pf_padded_batch(B) */
+    float *tmp;   /* conv: (M, B*P) product; direct conv: Y, then dY (M, OH, OW, B); linear sparse: (M, Bp) */
+    float *dtmp;  /* conv: (K, B*P) dcols; direct conv: dY padded (M, qh, qw, B); linear sparse: (K, Bp) */
+    float *aux;   /* direct conv: dX (C, H, W, B) */
+    int direct;   /* conv: the buffers are the direct path's (see pf_conv_direct) */
+    int32_t direct_batch; /* direct conv: the batch whose layout the zero borders of cols and dtmp follow */
     int32_t *argmax; /* maxpool: (B, out_size) */
 } pf_layer;
 
@@ -61,6 +79,7 @@ struct pf_net {
     int32_t last_batch; /* batch of the last forward_backward, 0 if none */
     float *probs;      /* (batch_cap, out_size) softmax */
     float *dinput;     /* (batch_cap, in_size) when input_grad is on */
+    float *spgrad_ws;  /* (threads - 1) x the largest linear K x Bp: the fused backward's per-thread dX^T */
     int32_t first_param_layer; /* lowest layer index with parameters (n_layers if none) */
     int input_grad;
     int importance;
@@ -88,12 +107,25 @@ void pf_weight_write(pf_weight *wt, const float *dense);
 void pf_weight_read_grad(const pf_weight *wt, float *dense);
 void pf_weight_free(pf_weight *wt);
 
+/* layers.c: whether a conv layer runs the direct sparse path (sparse, stride 1, importance off) */
+int pf_conv_direct(const pf_net *net, const pf_layer *L);
+
 /* parallel.c: drivers splitting kernel row ranges across the pool. */
 void pf_par_gemm(pf_net *net, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void pf_par_spmm(pf_net *net, const pf_weight *wt, int64_t N, const float *B, float *C);
-void pf_par_spmm_t(pf_net *net, const pf_weight *wt, int64_t N, const float *D, float *C);
-void pf_par_sddmm(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out);
+/* The sparse products of kernels.h over all sparse rows: W X (ptr = rowptr) or, with perm, W^T D (ptr = colptr
+ * or chptr). n_rows sparse rows, each of `rows` output rows of N columns (ldc = N). */
+typedef struct pf_sparse_op {
+    int32_t n_rows, rows;
+    const int32_t *ptr, *idx, *perm;
+    int64_t N, ldb, rstep;
+} pf_sparse_op;
+void pf_par_spmm(pf_net *net, const pf_sparse_op *op, const float *val, const float *B, float *C);
+void pf_par_sddmm(pf_net *net, const pf_sparse_op *op, const float *A, const float *B, float *out);
+/* The fused linear backward over all rows of W (kernels.h pf_spgrad_fn): out = dW at kept weights, D (K x N) =
+ * W^T A, overwritten. With more than one task every further task accumulates into its own slice of
+ * net->spgrad_ws, summed into D at the end. */
+void pf_par_spgrad(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out, float *D);
 void pf_par_im2col(pf_net *net, const pf_layer *L, int32_t batch, const float *x, float *cols);
 void pf_par_col2im(pf_net *net, const pf_layer *L, int32_t batch, const float *cols, float *dx);
 /* dst (cols x ld) = src (rows x cols)^T, columns rows..ld-1 of dst zeroed (ld >= rows) */

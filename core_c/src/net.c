@@ -85,7 +85,8 @@ static void free_layer_buffers(pf_layer *L) {
     free(L->tmp);
     free(L->dtmp);
     free(L->argmax);
-    L->out = L->dout = L->cols = L->tmp = L->dtmp = NULL;
+    free(L->aux);
+    L->out = L->dout = L->cols = L->tmp = L->dtmp = L->aux = NULL;
     L->argmax = NULL;
 }
 
@@ -103,6 +104,7 @@ void pf_net_destroy(pf_net *net) {
     free(net->layers);
     free(net->probs);
     free(net->dinput);
+    free(net->spgrad_ws);
     pf_pool_destroy(net->pool);
     free(net);
 }
@@ -163,6 +165,19 @@ static int infer_layer(const pf_layer_spec *s, int32_t i, pf_layer *L, char *err
         set_err(errbuf, errlen, "layer %d: unknown layer kind %d", i, s->kind);
         return 0;
     }
+}
+
+/* A stride-1 conv layer whose padding is below its kernel runs sparse directly on batch-innermost planes. */
+static void conv_geometry(pf_layer *L) {
+    const pf_layer_spec *s = &L->spec;
+    pf_conv_geom *g = &L->wt.conv;
+    memset(g, 0, sizeof *g);
+    if (s->stride_h != 1 || s->stride_w != 1 || s->pad_h > s->kernel_h - 1 || s->pad_w > s->kernel_w - 1) return;
+    const int64_t hp = (int64_t)L->in_h + 2 * s->pad_h, wp = (int64_t)L->in_w + 2 * s->pad_w;
+    const int64_t qh = (int64_t)L->in_h + s->kernel_h - 1, qw = (int64_t)L->in_w + s->kernel_w - 1;
+    if ((int64_t)L->in_c * hp * wp >= INT32_MAX || (int64_t)L->out_c * qh * qw >= INT32_MAX) return;
+    *g = (pf_conv_geom){1, L->in_c, s->kernel_h, s->kernel_w, (int32_t)hp, (int32_t)wp, L->out_h, L->out_w,
+                        (int32_t)qh, (int32_t)qw};
 }
 
 pf_status pf_net_create(const pf_layer_spec *layers, int32_t n_layers, int32_t in_c, int32_t in_h, int32_t in_w,
@@ -240,6 +255,10 @@ pf_status pf_net_create(const pf_layer_spec *layers, int32_t n_layers, int32_t i
                 goto fail;
             }
             memset(wt->mask, 1, (size_t)wt->size);
+            if (L->spec.kind == PF_LAYER_CONV2D) {
+                conv_geometry(L);
+                wt->csc = 1;
+            }
             L->weight_param = n_params++;
             if (L->spec.has_bias) {
                 L->b = calloc((size_t)L->out_c, sizeof(float));
@@ -288,6 +307,7 @@ pf_status pf_net_set_threads(pf_net *net, int32_t n_threads) {
     if (!p) return pf_fail(net, PF_ERR_NOMEM, "cannot start %d threads", n_threads);
     pf_pool_destroy(net->pool);
     net->pool = p;
+    net->batch_cap = 0; /* the per-thread workspace follows the pool */
     return ok(net);
 }
 
@@ -443,8 +463,20 @@ pf_status pf_net_get_mask(pf_net *net, int32_t param, uint8_t *out, int64_t n) {
     return ok(net);
 }
 
+/* After a layer changed state or importance was switched: a conv layer whose batch buffers belong to the other
+ * path (im2col or direct) gets new ones at the next call (they are allocated there, not in the step). */
+static void check_direct(pf_net *net) {
+    for (int32_t i = 0; i < net->n_layers; i++) {
+        const pf_layer *L = &net->layers[i];
+        if (L->spec.kind == PF_LAYER_CONV2D && L->direct != pf_conv_direct(net, L)) net->batch_cap = 0;
+    }
+}
+
+/* kept <= threshold x size, rounded to the nearest weight: a mask drawn at density d keeps round(d x size)
+ * weights, and a threshold of d (a float, not exactly d) must take it sparse, as measured (bench_core's fc1 at
+ * 0.1 keeps 642253 of 6422528 weights; 0.1f x 6422528 = 642252.8 ran it dense) */
 static int wants_sparse(const pf_weight *wt, int64_t nnz) {
-    return (double)nnz <= (double)wt->threshold * (double)wt->size;
+    return (double)nnz <= (double)wt->threshold * (double)wt->size + 0.5;
 }
 
 pf_status pf_net_set_mask(pf_net *net, int32_t param, const uint8_t *in, int64_t n) {
@@ -464,6 +496,7 @@ pf_status pf_net_set_mask(pf_net *net, int32_t param, const uint8_t *in, int64_t
     const pf_status st = pf_weight_rebuild(wt, in, wants_sparse(wt, nnz));
     if (st != PF_OK) return pf_fail(net, st, "set_mask: out of memory for parameter %d", param);
     net->have_grads = 0;
+    check_direct(net);
     return ok(net);
 }
 
@@ -486,6 +519,7 @@ pf_status pf_net_set_sparse_threshold(pf_net *net, int32_t layer, float density)
             return pf_fail(net, st, "out of memory switching layer %d", layer);
         }
         net->have_grads = 0;
+        check_direct(net);
     }
     return ok(net);
 }
@@ -511,7 +545,16 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
     pf_layer *tmp = calloc((size_t)net->n_layers, sizeof *tmp);
     float *probs = malloc((size_t)B * (size_t)net->out_size * sizeof(float));
     float *dinput = malloc((size_t)B * (size_t)net->in_size * sizeof(float));
-    int okay = tmp && probs && dinput;
+    /* the fused linear backward's dX^T of every thread but the first */
+    size_t ws = 0;
+    for (int32_t i = 0; i < net->n_layers; i++)
+        if (net->layers[i].spec.kind == PF_LAYER_LINEAR) {
+            const size_t n = (size_t)net->layers[i].wt.K * (size_t)pf_padded_batch(B);
+            ws = n > ws ? n : ws;
+        }
+    ws *= (size_t)(pf_pool_size(net->pool) - 1);
+    float *spgrad_ws = ws ? malloc(ws * sizeof(float)) : NULL;
+    int okay = tmp && probs && dinput && (!ws || spgrad_ws);
     for (int32_t i = 0; okay && i < net->n_layers; i++) {
         const pf_layer *L = &net->layers[i];
         pf_layer *T = &tmp[i];
@@ -519,7 +562,16 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
         T->out = malloc(n_out * sizeof(float));
         T->dout = malloc(n_out * sizeof(float));
         okay = T->out && T->dout;
-        if (okay && L->spec.kind == PF_LAYER_CONV2D) {
+        if (okay && L->spec.kind == PF_LAYER_CONV2D && pf_conv_direct(net, L)) {
+            const pf_conv_geom *g = &L->wt.conv;
+            const size_t P = (size_t)L->out_h * (size_t)L->out_w, in = (size_t)L->in_h * (size_t)L->in_w;
+            T->direct = 1;
+            T->cols = calloc((size_t)g->c * (size_t)g->hp * (size_t)g->wp * (size_t)B, sizeof(float));
+            T->tmp = malloc((size_t)L->wt.M * P * (size_t)B * sizeof(float));
+            T->dtmp = calloc((size_t)L->wt.M * (size_t)g->qh * (size_t)g->qw * (size_t)B, sizeof(float));
+            T->aux = malloc((size_t)g->c * in * (size_t)B * sizeof(float));
+            okay = T->cols && T->tmp && T->dtmp && T->aux;
+        } else if (okay && L->spec.kind == PF_LAYER_CONV2D) {
             const size_t N = (size_t)B * (size_t)L->out_h * (size_t)L->out_w;
             T->cols = malloc((size_t)L->wt.K * N * sizeof(float));
             T->dtmp = malloc((size_t)L->wt.K * N * sizeof(float));
@@ -541,6 +593,7 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
         free(tmp);
         free(probs);
         free(dinput);
+        free(spgrad_ws);
         return pf_fail(net, PF_ERR_NOMEM, "out of memory for a batch of %d", B);
     }
     for (int32_t i = 0; i < net->n_layers; i++) {
@@ -552,12 +605,17 @@ static pf_status ensure_batch(pf_net *net, int32_t B) {
         L->tmp = tmp[i].tmp;
         L->dtmp = tmp[i].dtmp;
         L->argmax = tmp[i].argmax;
+        L->aux = tmp[i].aux;
+        L->direct = tmp[i].direct;
+        L->direct_batch = 0;
     }
     free(tmp);
     free(net->probs);
     free(net->dinput);
+    free(net->spgrad_ws);
     net->probs = probs;
     net->dinput = dinput;
+    net->spgrad_ws = spgrad_ws;
     net->batch_cap = B;
     net->have_grads = 0;
     return PF_OK;
@@ -722,6 +780,7 @@ pf_status pf_net_set_importance(pf_net *net, int32_t enabled) {
             L->bsum = NULL;
         }
         net->importance = 0;
+        check_direct(net);
         return ok(net);
     }
     if (net->importance) return ok(net);
@@ -736,6 +795,7 @@ pf_status pf_net_set_importance(pf_net *net, int32_t enabled) {
         }
     }
     net->importance = 1;
+    check_direct(net);
     return ok(net);
 }
 
@@ -758,6 +818,112 @@ pf_status pf_net_reset_grad_sums(pf_net *net) {
         pf_layer *L = &net->layers[i];
         if (L->wt.gsum) memset(L->wt.gsum, 0, (size_t)L->wt.size * sizeof(float));
         if (L->bsum) memset(L->bsum, 0, (size_t)L->out_c * sizeof(float));
+    }
+    return ok(net);
+}
+
+/* ---- kept values and importance without dense copies ------------------------------------------------------ */
+/* A weight's kept values travel in mask order (row-major flat positions with mask != 0): the CSR value order. */
+static int64_t kept_count(const pf_weight *wt) {
+    if (wt->sparse) return wt->rowptr[wt->M];
+    int64_t n = 0;
+    for (int64_t i = 0; i < wt->size; i++) n += wt->mask[i] != 0;
+    return n;
+}
+
+pf_status pf_net_num_kept(pf_net *net, int32_t param, int64_t *out) {
+    CHECK_NET(net);
+    if (!out) return pf_fail(net, PF_ERR_NULL, "num_kept: output is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    *out = is_weight ? kept_count(&L->wt) : L->out_c;
+    return ok(net);
+}
+
+pf_status pf_net_get_kept(pf_net *net, int32_t param, float *out, int64_t n) {
+    CHECK_NET(net);
+    if (!out) return pf_fail(net, PF_ERR_NULL, "get_kept: output buffer is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    if (!is_weight) return pf_net_get_param(net, param, out, n);
+    const pf_weight *wt = &L->wt;
+    if (check_n(net, "get_kept", param, n, kept_count(wt))) return PF_ERR_SHAPE;
+    if (wt->sparse) {
+        memcpy(out, wt->val, (size_t)n * sizeof(float));
+    } else {
+        int64_t j = 0;
+        for (int64_t i = 0; i < wt->size; i++)
+            if (wt->mask[i]) out[j++] = wt->w[i];
+    }
+    return ok(net);
+}
+
+pf_status pf_net_set_kept(pf_net *net, int32_t param, const float *in, int64_t n) {
+    CHECK_NET(net);
+    if (!in) return pf_fail(net, PF_ERR_NULL, "set_kept: input buffer is NULL");
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    if (!is_weight) return pf_net_set_param(net, param, in, n);
+    pf_weight *wt = &L->wt;
+    if (check_n(net, "set_kept", param, n, kept_count(wt))) return PF_ERR_SHAPE;
+    for (int64_t j = 0; j < n; j++)
+        if (!isfinite(in[j]))
+            return pf_fail(net, PF_ERR_ARG, "set_kept: parameter %d has a non-finite value at kept index %lld", param,
+                           (long long)j);
+    if (wt->sparse) {
+        memcpy(wt->val, in, (size_t)n * sizeof(float));
+    } else {
+        int64_t j = 0;
+        for (int64_t i = 0; i < wt->size; i++) wt->w[i] = wt->mask[i] ? in[j++] : 0.0f;
+    }
+    return ok(net);
+}
+
+pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n, float scale, int32_t kept_only) {
+    CHECK_NET(net);
+    if (!z) return pf_fail(net, PF_ERR_NULL, "add_sq_grad_sum: importance buffer is NULL");
+    if (!net->importance) return pf_fail(net, PF_ERR_STATE, "importance is off: call set_importance(1) first");
+    if (!isfinite(scale) || scale < 0.0f)
+        return pf_fail(net, PF_ERR_ARG, "add_sq_grad_sum: scale must be finite and >= 0, got %g", (double)scale);
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    const int64_t size = is_weight ? L->wt.size : L->out_c;
+    if (check_n(net, "add_sq_grad_sum", param, n, size)) return PF_ERR_SHAPE;
+    const float *g = is_weight ? L->wt.gsum : L->bsum;
+    const uint8_t *mask = is_weight && kept_only ? L->wt.mask : NULL;
+    for (int64_t i = 0; i < size; i++) {
+        const float a = g[i];
+        if (!mask || mask[i]) z[i] += scale * (a * a);
+    }
+    return ok(net);
+}
+
+pf_status pf_net_add_sq_grad(pf_net *net, int32_t param, float *z, int64_t n, float scale) {
+    CHECK_NET(net);
+    if (!z) return pf_fail(net, PF_ERR_NULL, "add_sq_grad: importance buffer is NULL");
+    if (!isfinite(scale) || scale < 0.0f)
+        return pf_fail(net, PF_ERR_ARG, "add_sq_grad: scale must be finite and >= 0, got %g", (double)scale);
+    int is_weight = 0;
+    pf_layer *L = param_layer(net, param, &is_weight);
+    if (!L) return PF_ERR_ARG;
+    const int64_t size = is_weight ? L->wt.size : L->out_c;
+    if (check_n(net, "add_sq_grad", param, n, size)) return PF_ERR_SHAPE;
+    if (!is_weight) {
+        for (int64_t i = 0; i < size; i++) z[i] += scale * (L->gb[i] * L->gb[i]);
+        return ok(net);
+    }
+    const pf_weight *wt = &L->wt;
+    if (wt->sparse) {
+        for (int32_t m = 0; m < wt->M; m++)
+            for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++)
+                z[(int64_t)m * wt->K + wt->col[e]] += scale * (wt->gval[e] * wt->gval[e]);
+    } else if (wt->gw) {
+        for (int64_t i = 0; i < size; i++)
+            if (wt->mask[i]) z[i] += scale * (wt->gw[i] * wt->gw[i]);
     }
     return ok(net);
 }

@@ -44,11 +44,10 @@ void pf_par_gemm(pf_net *net, int trans_a, int trans_b, int64_t M, int64_t N, in
 /* ---- sparse products --------------------------------------------------------------------------------- */
 typedef struct sparse_job {
     const pf_net *net;
-    const pf_weight *wt;
-    int64_t N;
-    const float *A, *B;
+    const pf_sparse_op *op;
+    const float *val, *A, *B;
     float *C;
-    int which; /* 0 spmm, 1 spmm_t, 2 sddmm */
+    int sddmm;
 } sparse_job;
 
 /* First row r of ptr[0..rows] with ptr[r] >= target. */
@@ -66,10 +65,9 @@ static int32_t split_rows(const int32_t *ptr, int32_t rows, int64_t target) {
 
 static void sparse_task(void *ctx, int i, int n) {
     const sparse_job *j = ctx;
-    const pf_weight *wt = j->wt;
+    const pf_sparse_op *op = j->op;
     const pf_kernels *k = j->net->kern;
-    const int32_t *ptr = j->which == 1 ? wt->colptr : wt->rowptr;
-    const int32_t rows = j->which == 1 ? wt->K : wt->M;
+    const int32_t *ptr = op->ptr, rows = op->n_rows;
     const int64_t nnz = ptr[rows];
     /* split by nonzeros, plus a share of rows so that empty rows (which must still be written) spread too */
     int32_t r0 = split_rows(ptr, rows, nnz * i / n), r1 = split_rows(ptr, rows, nnz * (i + 1) / n);
@@ -80,37 +78,67 @@ static void sparse_task(void *ctx, int i, int n) {
     if (i == n - 1) r1 = rows;
     if (i == 0) r0 = 0;
     if (r0 >= r1) return;
-    switch (j->which) {
-    case 0:
-        k->spmm(r0, r1, j->N, wt->rowptr, wt->col, wt->val, j->B, j->N, j->C, j->N);
-        break;
-    case 1:
-        k->spmm_t(r0, r1, j->N, wt->colptr, wt->row, wt->perm, wt->val, j->A, j->N, j->C, j->N);
-        break;
-    default:
-        k->sddmm(r0, r1, j->N, wt->rowptr, wt->col, j->A, j->N, j->B, j->N, j->C);
-        break;
+    if (j->sddmm)
+        k->sddmm(r0, r1, op->rows, op->N, ptr, op->idx, j->A, op->N, j->B, op->ldb, op->rstep, j->C);
+    else
+        k->spmm(r0, r1, op->rows, op->N, ptr, op->idx, op->perm, j->val, j->B, op->ldb, op->rstep, j->C, op->N);
+}
+
+static int sparse_tasks(const pf_net *net, const pf_sparse_op *op) {
+    const int threads = pf_pool_size(net->pool);
+    return ((int64_t)op->ptr[op->n_rows] + op->n_rows) * op->rows * op->N < 65536 ? 1 : threads;
+}
+
+void pf_par_spmm(pf_net *net, const pf_sparse_op *op, const float *val, const float *B, float *C) {
+    sparse_job j = {net, op, val, NULL, B, C, 0};
+    pf_pool_run(net->pool, sparse_tasks(net, op), sparse_task, &j);
+}
+
+void pf_par_sddmm(pf_net *net, const pf_sparse_op *op, const float *A, const float *B, float *out) {
+    sparse_job j = {net, op, NULL, A, B, out, 1};
+    pf_pool_run(net->pool, sparse_tasks(net, op), sparse_task, &j);
+}
+
+/* ---- the fused linear backward ----------------------------------------------------------------------- */
+typedef struct spgrad_job {
+    const pf_net *net;
+    const pf_weight *wt;
+    int64_t N;
+    const float *A, *B;
+    float *out, *D;
+    int tasks;
+} spgrad_job;
+
+static void spgrad_task(void *ctx, int i, int n) {
+    const spgrad_job *j = ctx;
+    const pf_weight *wt = j->wt;
+    const int64_t nnz = wt->rowptr[wt->M], size = (int64_t)wt->K * j->N;
+    int32_t r0 = split_rows(wt->rowptr, wt->M, nnz * i / n), r1 = split_rows(wt->rowptr, wt->M, nnz * (i + 1) / n);
+    if (i == n - 1) r1 = wt->M;
+    if (i == 0) r0 = 0;
+    float *D = i == 0 ? j->D : j->net->spgrad_ws + (int64_t)(i - 1) * size;
+    memset(D, 0, (size_t)size * sizeof(float));
+    if (r0 < r1)
+        j->net->kern->spgrad(r0, r1, j->N, wt->rowptr, wt->col, wt->val, j->A, j->N, j->B, j->N, j->out, D, j->N);
+}
+
+/* D += the other tasks' slices, split by rows of D */
+static void spgrad_reduce(void *ctx, int i, int n) {
+    const spgrad_job *j = ctx;
+    const int64_t size = (int64_t)j->wt->K * j->N;
+    const int64_t q0 = (int64_t)j->wt->K * i / n * j->N, q1 = (int64_t)j->wt->K * (i + 1) / n * j->N;
+    for (int t = 1; t < j->tasks; t++) {
+        const float *src = j->net->spgrad_ws + (int64_t)(t - 1) * size;
+        for (int64_t q = q0; q < q1; q++) j->D[q] += src[q];
     }
 }
 
-static int sparse_tasks(const pf_net *net, const pf_weight *wt, int64_t N) {
+void pf_par_spgrad(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out, float *D) {
     const int threads = pf_pool_size(net->pool);
-    return (wt->nnz + wt->M) * N < 65536 ? 1 : threads;
-}
-
-void pf_par_spmm(pf_net *net, const pf_weight *wt, int64_t N, const float *B, float *C) {
-    sparse_job j = {net, wt, N, NULL, B, C, 0};
-    pf_pool_run(net->pool, sparse_tasks(net, wt, N), sparse_task, &j);
-}
-
-void pf_par_spmm_t(pf_net *net, const pf_weight *wt, int64_t N, const float *D, float *C) {
-    sparse_job j = {net, wt, N, D, NULL, C, 1};
-    pf_pool_run(net->pool, sparse_tasks(net, wt, N), sparse_task, &j);
-}
-
-void pf_par_sddmm(pf_net *net, const pf_weight *wt, int64_t N, const float *A, const float *B, float *out) {
-    sparse_job j = {net, wt, N, A, B, out, 2};
-    pf_pool_run(net->pool, sparse_tasks(net, wt, N), sparse_task, &j);
+    const int tasks = (wt->nnz + wt->M) * N < 65536 || !net->spgrad_ws ? 1 : threads;
+    spgrad_job j = {net, wt, N, A, B, out, D, tasks};
+    pf_pool_run(net->pool, tasks, spgrad_task, &j);
+    if (tasks > 1) pf_pool_run(net->pool, threads, spgrad_reduce, &j);
 }
 
 /* ---- im2col / col2im over samples ---------------------------------------------------------------------- */

@@ -211,11 +211,87 @@ static void thread_counts(void) {
     free(ref[1]);
 }
 
+/* Layers big enough that the sparse products split over threads (the fused linear backward with per-thread dX^T,
+ * the direct convolution by output channels and by input channels), with a batch that grows and shrinks: 1, 2 and
+ * 3 threads give the same weights and input gradients (within rounding). */
+static void thread_counts_large(void) {
+    enum { C = 3, H = 10, BL = 20, INL = C * H * H, NP = 6 };
+    const pf_layer_spec layers[] = {CONV(12, 5, 1, 2, 1), RELU, POOL(2, 0), FLAT, LIN(300, 1), RELU, LIN(7, 1)};
+    const int32_t batches[] = {BL, 7, BL};
+    float *ref[NP + 1] = {NULL};
+    for (int t = 1; t <= 3; t++) {
+        tu_rng r = {4242};
+        pf_net *net = NULL;
+        CHECK(pf_net_create(layers, 7, C, H, H, &net, NULL, 0) == PF_OK, "large net");
+        if (!net) return;
+        CHECK(pf_net_set_threads(net, t) == PF_OK, "threads");
+        CHECK(pf_net_set_input_grad(net, 1) == PF_OK, "input grad");
+        tu_randomize_net(&r, net, 0.3f, 0.3, 1.0f);
+        static float x[BL * INL];
+        int32_t y[BL];
+        for (int b = 0; b < BL; b++) y[b] = b % 7;
+        const pf_sgd_config cfg = {0.05f, 0.9f, 0.0f};
+        for (int s = 0; s < 3; s++) {
+            tu_fill(&r, x, BL * INL, -1.0f, 1.0f);
+            CHECK(pf_net_train_step(net, x, y, batches[s], &cfg, NULL, NULL) == PF_OK, "step: %s",
+                  pf_net_last_error(net));
+        }
+        pf_layer_info li;
+        pf_net_layer_info(net, 4, &li);
+        CHECK(li.is_sparse == 1, "the linear layer runs sparse");
+        for (int p = 0; p <= NP; p++) {
+            pf_param_info pi;
+            int64_t n = (int64_t)BL * INL;
+            if (p < NP) {
+                pf_net_param_info(net, p, &pi);
+                n = pi.size;
+            }
+            float *v = malloc((size_t)n * sizeof(float));
+            if (p < NP)
+                pf_net_get_param(net, p, v, n);
+            else
+                CHECK(pf_net_get_input_grad(net, v, n) == PF_OK, "input grad: %s", pf_net_last_error(net));
+            if (t == 1) {
+                ref[p] = v;
+            } else {
+                CHECK(tu_err(v, ref[p], n, 1e-5, 1e-4) <= 1.0, "%d threads: %s %d differs from 1 thread", t,
+                      p < NP ? "parameter" : "input gradient", p);
+                free(v);
+            }
+        }
+        pf_net_destroy(net);
+    }
+    for (int p = 0; p <= NP; p++) free(ref[p]);
+}
+
+/* A mask drawn at density d keeps round(d x size) weights; a threshold of d takes it sparse, though the float d
+ * times the size falls short of that count (0.1f x 15 = 1.50000002 < 2 kept). */
+static void threshold_rounding(void) {
+    const pf_layer_spec layers[] = {FLAT, LIN(5, 0)};
+    pf_net *net = NULL;
+    CHECK(pf_net_create(layers, 2, 3, 1, 1, &net, NULL, 0) == PF_OK, "net of 15 weights");
+    if (!net) return;
+    uint8_t m[15] = {0};
+    m[3] = m[11] = 1;
+    CHECK(pf_net_set_mask(net, 0, m, 15) == PF_OK, "mask");
+    CHECK(pf_net_set_sparse_threshold(net, 1, 0.1f) == PF_OK, "threshold");
+    pf_layer_info li;
+    pf_net_layer_info(net, 1, &li);
+    CHECK(li.is_sparse == 1, "2 of 15 kept at threshold 0.1 runs dense");
+    m[7] = 1; /* 3 kept: more than round(1.5) */
+    CHECK(pf_net_set_mask(net, 0, m, 15) == PF_OK, "mask");
+    pf_net_layer_info(net, 1, &li);
+    CHECK(li.is_sparse == 0, "3 of 15 kept at threshold 0.1 runs sparse");
+    pf_net_destroy(net);
+}
+
 int main(void) {
     creation_errors();
+    threshold_rounding();
     null_handle();
     call_errors();
     thread_counts();
+    thread_counts_large();
     printf("%d failures\n", tu_failures);
     return tu_failures ? 1 : 0;
 }

@@ -1,7 +1,9 @@
 /* test_grad.c - backprop against finite differences, through the public API, for every layer kind (linear,
  * conv2d with stride/padding/rectangular kernels, max-pool with padding, ReLU, flatten, softmax
  * cross-entropy), in the dense and the sparse path, at kept weights, biases and the input; and the
- * importance sums (dense gradient at pruned weights) against the gradient of the same network unmasked. */
+ * importance sums (dense gradient at pruned weights) against the gradient of the same network unmasked.
+ * Each case runs twice on the same net, input and points: importance on (convs through im2col) and off (sparse
+ * stride-1 convs direct on batch-innermost planes, sparse linear layers through the fused backward). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,8 @@ static const netdef NETS[] = {
     {"conv-stride",
      {CONV(4, 3, 2, 2, 1, 0, 1, 1), POOL(3, 3, 1, 1, 1, 1), CONV(2, 1, 1, 1, 1, 0, 0, 0), RELU, FLAT, LIN(3, 1)},
      6, 3, 7, 5},
+    /* stride 1, rectangular kernels, padding up to kernel-1 on one axis and none on the other: the direct path */
+    {"conv-direct", {CONV(3, 3, 2, 1, 1, 2, 1, 1), RELU, CONV(2, 2, 3, 1, 1, 0, 2, 1), FLAT, LIN(3, 1)}, 5, 2, 5, 4},
 };
 
 static float loss_of(pf_net *net, const float *x, const int32_t *y) {
@@ -70,7 +74,9 @@ static int fd_check(pf_net *net, const float *x, const int32_t *y, float *v, int
     return fabs(num[1] - analytic) <= tol1 || fabs(num[0] - analytic) <= tol0;
 }
 
-static void check_net(const netdef *d, double density, float threshold, tu_rng *r) {
+/* importance on: every conv layer runs im2col (the dense gradient sums need it); off: sparse stride-1 convs run
+ * directly on batch-innermost planes and sparse linear layers their fused backward */
+static void check_net(const netdef *d, double density, float threshold, int importance, tu_rng *r) {
     pf_net *net = NULL;
     char err[256];
     CHECK(pf_net_create(d->layers, d->n, d->c, d->h, d->w, &net, err, sizeof err) == PF_OK, "%s: %s", d->name, err);
@@ -85,7 +91,7 @@ static void check_net(const netdef *d, double density, float threshold, tu_rng *
     int32_t y[B];
     for (int i = 0; i < B; i++) y[i] = tu_int(r, (int32_t)out_size);
     CHECK(pf_net_set_input_grad(net, 1) == PF_OK, "input grad");
-    CHECK(pf_net_set_importance(net, 1) == PF_OK, "importance");
+    CHECK(pf_net_set_importance(net, importance) == PF_OK, "importance");
     float loss;
     CHECK(pf_net_forward_backward(net, x, y, B, &loss, NULL) == PF_OK, "fb: %s", pf_net_last_error(net));
     /* parameters */
@@ -107,9 +113,9 @@ static void check_net(const netdef *d, double density, float threshold, tu_rng *
                 continue;
             }
             double num;
-            CHECK(fd_check(net, x, y, v, i, p, pi.size, set_param_cb, g[i], &num), "%s (density %g, %s) param "
-                  "%d[%lld]: backprop %g, finite difference %g", d->name, density, threshold > 0 ? "sparse" : "dense",
-                  p, (long long)i, (double)g[i], num);
+            CHECK(fd_check(net, x, y, v, i, p, pi.size, set_param_cb, g[i], &num), "%s (density %g, %s, importance %d) "
+                  "param %d[%lld]: backprop %g, finite difference %g", d->name, density,
+                  threshold > 0 ? "sparse" : "dense", importance, p, (long long)i, (double)g[i], num);
         }
         free(v);
         free(g);
@@ -121,8 +127,15 @@ static void check_net(const netdef *d, double density, float threshold, tu_rng *
     CHECK(pf_net_get_input_grad(net, gx, B * in_size) == PF_OK, "input grad: %s", pf_net_last_error(net));
     for (int64_t i = 0; i < B * in_size; i++) {
         double num;
-        CHECK(fd_check(net, x, y, x, i, 0, 0, set_none, gx[i], &num), "%s input[%lld]: backprop %g, finite difference %g",
-              d->name, (long long)i, (double)gx[i], num);
+        CHECK(fd_check(net, x, y, x, i, 0, 0, set_none, gx[i], &num),
+              "%s (importance %d) input[%lld]: backprop %g, finite difference %g", d->name, importance, (long long)i,
+              (double)gx[i], num);
+    }
+    if (!importance) {
+        free(gx);
+        free(x);
+        pf_net_destroy(net);
+        return;
     }
     /* importance: two forward_backward calls were summed; an unmasked copy with the same (zeroed) weights
      * gives the dense gradient at every position */
@@ -161,7 +174,11 @@ int main(void) {
     const double densities[] = {1.0, 0.6, 0.2};
     for (size_t d = 0; d < sizeof NETS / sizeof NETS[0]; d++)
         for (size_t k = 0; k < sizeof densities / sizeof densities[0]; k++)
-            for (int sparse = 0; sparse < 2; sparse++) check_net(&NETS[d], densities[k], sparse ? 1.0f : 0.0f, &r);
+            for (int sparse = 0; sparse < 2; sparse++) {
+                tu_rng same = r; /* the same net, input and points with importance off: only the path differs */
+                check_net(&NETS[d], densities[k], sparse ? 1.0f : 0.0f, 1, &r);
+                check_net(&NETS[d], densities[k], sparse ? 1.0f : 0.0f, 0, &same);
+            }
     printf("finite differences: %d points, %d kinks skipped\n", points, kinks);
     CHECK(kinks * 20 <= points, "too many non-smooth points: %d of %d", kinks, points);
     printf("%d failures\n", tu_failures);

@@ -236,18 +236,19 @@ static void sparse_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int
 
     /* spmm: C (M x N) = W B over rows [m0, m1) */
     float *C0 = fnan((int64_t)M * ldc), *C1 = fnan((int64_t)M * ldc), *orig = fnan((int64_t)M * ldc);
-    pf_spmm_ref(m0, m1, N, s.rowptr, s.col, s.val, B, ldb, C0, ldc);
-    kv->spmm(m0, m1, N, s.rowptr, s.col, s.val, B, ldb, C1, ldc);
+    pf_spmm_ref(m0, m1, 1, N, s.rowptr, s.col, NULL, s.val, B, ldb, 0, C0, ldc);
+    kv->spmm(m0, m1, 1, N, s.rowptr, s.col, NULL, s.val, B, ldb, 0, C1, ldc);
     double e = block_err(C1 + (int64_t)m0 * ldc, C0 + (int64_t)m0 * ldc, m1 - m0, N, ldc, tol(K));
     int same = untouched(C1, orig, M, ldc, m0, m1, N);
-    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e, same);
+    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e,
+           same);
     t[0].cases++;
     t[0].failed |= !(e <= 1.0 && same);
 
-    /* spmm_t: T (K x N) = W^T D over rows [k0, k1) */
+    /* spmm_t: T (K x N) = W^T D over rows [k0, k1), through the CSC view */
     float *T0 = fnan((int64_t)K * ldt), *T1 = fnan((int64_t)K * ldt), *torig = fnan((int64_t)K * ldt);
-    pf_spmm_t_ref(k0, k1, N, s.colptr, s.row, s.perm, s.val, D, ldd, T0, ldt);
-    kv->spmm_t(k0, k1, N, s.colptr, s.row, s.perm, s.val, D, ldd, T1, ldt);
+    pf_spmm_ref(k0, k1, 1, N, s.colptr, s.row, s.perm, s.val, D, ldd, 0, T0, ldt);
+    kv->spmm(k0, k1, 1, N, s.colptr, s.row, s.perm, s.val, D, ldd, 0, T1, ldt);
     e = block_err(T1 + (int64_t)k0 * ldt, T0 + (int64_t)k0 * ldt, k1 - k0, N, ldt, tol(M));
     same = untouched(T1, torig, K, ldt, k0, k1, N);
     EXPECT(e <= 1.0 && same, "%s spmm_t %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, k0, k1, e,
@@ -257,8 +258,8 @@ static void sparse_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int
 
     /* sddmm: out[e] = D[m, :] . B[col[e], :] at the kept positions of rows [m0, m1) */
     float *S0 = fnan(s.nnz), *S1 = fnan(s.nnz), *sorig = fnan(s.nnz);
-    pf_sddmm_ref(m0, m1, N, s.rowptr, s.col, D, ldd, B, ldb, S0);
-    kv->sddmm(m0, m1, N, s.rowptr, s.col, D, ldd, B, ldb, S1);
+    pf_sddmm_ref(m0, m1, 1, N, s.rowptr, s.col, D, ldd, B, ldb, 0, S0);
+    kv->sddmm(m0, m1, 1, N, s.rowptr, s.col, D, ldd, B, ldb, 0, S1);
     const int32_t e0 = s.rowptr[m0], e1 = s.rowptr[m1];
     e = block_err(S1 + e0, S0 + e0, 1, e1 - e0, 0, tol(N));
     same = memcmp(S1, sorig, (size_t)e0 * sizeof(float)) == 0 &&
@@ -282,6 +283,53 @@ static void sparse_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int
     free_csr(&s);
 }
 
+/* The fused linear backward: dW at the kept weights (overwritten) and dX^T (accumulated onto what D holds), over
+ * sparse rows [m0, m1); rows of D outside the kept columns and the dW entries outside the range stay untouched. */
+static void spgrad_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, int64_t N, double density, int empty,
+                        tally *t) {
+    csr s = make_csr(r, M, K, density, empty);
+    const int64_t lda = N + xint(r, 3), ldb = N + xint(r, 3), ldd = N + xint(r, 3);
+    float *A = frand(r, (int64_t)M * lda), *B = frand(r, (int64_t)K * ldb);
+    float *D0 = frand(r, (int64_t)K * ldd), *D1 = fcopy(D0, (int64_t)K * ldd), *dorig = fcopy(D0, (int64_t)K * ldd);
+    float *S0 = fnan(s.nnz), *S1 = fnan(s.nnz), *sorig = fnan(s.nnz);
+    const int32_t m0 = xint(r, M / 2 + 1), m1 = M - (M > 1 ? xint(r, 2) : 0);
+    pf_spgrad_ref(m0, m1, N, s.rowptr, s.col, s.val, A, lda, B, ldb, S0, D0, ldd);
+    kv->spgrad(m0, m1, N, s.rowptr, s.col, s.val, A, lda, B, ldb, S1, D1, ldd);
+    const int32_t e0 = s.rowptr[m0], e1 = s.rowptr[m1];
+    const double es = block_err(S1 + e0, S0 + e0, 1, e1 - e0, 0, tol(N));
+    const double ed = block_err(D1, D0, K, N, ldd, tol(M));
+    const int same = memcmp(S1, sorig, (size_t)e0 * sizeof(float)) == 0 &&
+                     memcmp(S1 + e1, sorig + e1, (size_t)(s.nnz - e1) * sizeof(float)) == 0 &&
+                     untouched(D1, dorig, K, ldd, 0, K, N);
+    EXPECT(es <= 1.0 && ed <= 1.0 && same,
+           "%s spgrad M=%d K=%d N=%lld density %g nnz %d rows [%d,%d): dW error %g, dX error %g, outside untouched %d",
+           kv->name, M, K, (long long)N, density, s.nnz, m0, m1, es, ed, same);
+    t->cases++;
+    t->failed |= !(es <= 1.0 && ed <= 1.0 && same);
+    free(A);
+    free(B);
+    free(D0);
+    free(D1);
+    free(dorig);
+    free(S0);
+    free(S1);
+    free(sorig);
+    free_csr(&s);
+}
+
+static void test_spgrad(const pf_kernels *kv, xrng *r, tally *t) {
+    for (int di = 0; di < N_DENS; di++)
+        for (int rep = 0; rep < 24; rep++) {
+            const int32_t M = SSIZES[xint(r, N_SSIZES)], K = SSIZES[xint(r, N_SSIZES)];
+            int64_t N = NSIZES[xint(r, N_NSIZES)];
+            if ((int64_t)M * K * N > 2000000) N = 20;
+            spgrad_case(kv, r, M, K, N, DENSITIES[di], rep % 4 == 3 ? 3 : 0, t);
+        }
+    spgrad_case(kv, r, 200, 300, 24, 0.1, 0, t); /* fc1 in miniature: a padded batch of 20 */
+    spgrad_case(kv, r, 64, 90, 20, 1.0, 7, t);
+    spgrad_case(kv, r, 9, 40, 13, 0.001, 0, t);
+}
+
 static void test_sparse(const pf_kernels *kv, xrng *r, tally t[3]) {
     for (int di = 0; di < N_DENS; di++)
         for (int rep = 0; rep < 24; rep++) {
@@ -295,6 +343,97 @@ static void test_sparse(const pf_kernels *kv, xrng *r, tally t[3]) {
     sparse_case(kv, r, 16, 75, 3920, 0.1, 5, t);
     sparse_case(kv, r, 0, 5, 20, 0.5, 0, t); /* no rows at all */
     sparse_case(kv, r, 5, 0, 20, 0.5, 0, t); /* no columns at all */
+}
+
+/* The direct convolution's form: `rows` output rows per sparse row, offsets idx[e] in units of ldb (a batch of
+ * samples) into planes whose rows are rstep apart, runs of N = OW*batch that overlap from one offset to the next.
+ * Built as the layers build it: a C x kh x kw kernel over a padded H x W plane, batch innermost; plus the
+ * transposed product (CSC, perm) over the flipped kernel. */
+static void conv_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t C, int32_t kh, int32_t kw, int32_t OH,
+                      int32_t OW, int32_t batch, double density, tally t[3]) {
+    const int32_t hp = OH + kh - 1, wp = OW + kw - 1, K = C * kh * kw;
+    csr s = make_csr(r, M, K, density, M > 3 ? 4 : 0);
+    int32_t *coff = xalloc((size_t)s.nnz * sizeof(int32_t)), *toff = xalloc((size_t)s.nnz * sizeof(int32_t));
+    for (int32_t e = 0; e < s.nnz; e++) {
+        const int32_t k = s.col[e], c = k / (kh * kw), i = k % (kh * kw) / kw, j = k % kw;
+        coff[e] = (c * hp + i) * wp + j;
+    }
+    /* the transposed product reads an (M, OH + 2(kh-1), OW + 2(kw-1)) plane: its own offsets, over the CSC view */
+    const int32_t qh = OH + 2 * (kh - 1), qw = OW + 2 * (kw - 1);
+    for (int32_t q = 0; q < s.nnz; q++) {
+        const int32_t k = s.col[s.perm[q]], i = k % (kh * kw) / kw, j = k % kw;
+        toff[q] = (s.row[q] * qh + kh - 1 - i) * qw + kw - 1 - j;
+    }
+    const int64_t N = (int64_t)OW * batch, rstep = (int64_t)wp * batch;
+    const int64_t nx = (int64_t)C * hp * wp * batch, ny = (int64_t)M * OH * N, nq = (int64_t)M * qh * qw * batch;
+    float *X = frand(r, nx), *Q = frand(r, nq), *A = frand(r, ny);
+    char what[160];
+    snprintf(what, sizeof what, "conv M=%d C=%d k=%dx%d out %dx%d batch %d density %g nnz %d", M, C, kh, kw, OH, OW,
+             batch, density, s.nnz);
+    const int32_t m0 = xint(r, M / 2 + 1), m1 = M - (M > 1 ? xint(r, 2) : 0);
+    float *C0 = fnan(ny), *C1 = fnan(ny), *orig = fnan(ny);
+    pf_spmm_ref(m0, m1, OH, N, s.rowptr, coff, NULL, s.val, X, batch, rstep, C0, N);
+    kv->spmm(m0, m1, OH, N, s.rowptr, coff, NULL, s.val, X, batch, rstep, C1, N);
+    double e = block_err(C1 + (int64_t)m0 * OH * N, C0 + (int64_t)m0 * OH * N, (int64_t)(m1 - m0) * OH, N, N, tol(K));
+    int same = untouched(C1, orig, (int64_t)M * OH, N, (int64_t)m0 * OH, (int64_t)m1 * OH, N);
+    EXPECT(e <= 1.0 && same, "%s spmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e,
+           same);
+    t[0].cases++;
+    t[0].failed |= !(e <= 1.0 && same);
+
+    /* the transposed product over channels: chptr[c] = colptr[c*kh*kw]; H = OH + kh - 1 rows of W*batch */
+    int32_t *chptr = xalloc(((size_t)C + 1) * sizeof(int32_t));
+    for (int32_t c = 0; c <= C; c++) chptr[c] = s.colptr[c * kh * kw];
+    const int32_t H = OH + kh - 1, W = OW + kw - 1;
+    const int64_t NT = (int64_t)W * batch, nt = (int64_t)C * H * NT;
+    float *T0 = fnan(nt), *T1 = fnan(nt);
+    pf_spmm_ref(0, C, H, NT, chptr, toff, s.perm, s.val, Q, batch, (int64_t)qw * batch, T0, NT);
+    kv->spmm(0, C, H, NT, chptr, toff, s.perm, s.val, Q, batch, (int64_t)qw * batch, T1, NT);
+    e = block_err(T1, T0, (int64_t)C * H, NT, NT, tol(M * kh * kw));
+    EXPECT(e <= 1.0, "%s spmm (transposed) %s: error %g", kv->name, what, e);
+    t[1].cases++;
+    t[1].failed |= !(e <= 1.0);
+
+    float *S0 = fnan(s.nnz), *S1 = fnan(s.nnz), *sorig = fnan(s.nnz);
+    pf_sddmm_ref(m0, m1, OH, N, s.rowptr, coff, A, N, X, batch, rstep, S0);
+    kv->sddmm(m0, m1, OH, N, s.rowptr, coff, A, N, X, batch, rstep, S1);
+    const int32_t e0 = s.rowptr[m0], e1 = s.rowptr[m1];
+    e = block_err(S1 + e0, S0 + e0, 1, e1 - e0, 0, tol(N * OH));
+    same = memcmp(S1, sorig, (size_t)e0 * sizeof(float)) == 0 &&
+           memcmp(S1 + e1, sorig + e1, (size_t)(s.nnz - e1) * sizeof(float)) == 0;
+    EXPECT(e <= 1.0 && same, "%s sddmm %s rows [%d,%d): error %g, outside untouched %d", kv->name, what, m0, m1, e,
+           same);
+    t[2].cases++;
+    t[2].failed |= !(e <= 1.0 && same);
+    free(coff);
+    free(toff);
+    free(chptr);
+    free(X);
+    free(Q);
+    free(A);
+    free(C0);
+    free(C1);
+    free(orig);
+    free(T0);
+    free(T1);
+    free(S0);
+    free(S1);
+    free(sorig);
+    free_csr(&s);
+}
+
+static void test_conv(const pf_kernels *kv, xrng *r, tally t[3]) {
+    static const int32_t batches[] = {1, 3, 4, 7, 20};
+    for (int di = 0; di < N_DENS; di++)
+        for (int rep = 0; rep < 8; rep++) {
+            const int32_t M = 1 + xint(r, 9), C = 1 + xint(r, 4), kh = 1 + xint(r, 5), kw = 1 + xint(r, 5);
+            const int32_t OH = 1 + xint(r, 9), OW = 1 + xint(r, 9), batch = batches[xint(r, 5)];
+            conv_case(kv, r, M, C, kh, kw, OH, OW, batch, DENSITIES[di], t);
+        }
+    /* Conv-2's layers in miniature: 5x5 kernels, 14x14 and 28x28 outputs, a batch of 20 */
+    conv_case(kv, r, 6, 4, 5, 5, 14, 14, 20, 0.1, t);
+    conv_case(kv, r, 4, 1, 5, 5, 28, 28, 20, 0.1, t);
+    conv_case(kv, r, 3, 2, 5, 5, 14, 14, 5, 1.0, t);
 }
 
 /* A column's result must not depend on where it sits (strip width, tile, tail): with every column of the dense
@@ -312,13 +451,19 @@ static void position_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, i
         const float v = xval(r);
         for (int64_t n = 0; n < N; n++) D[(int64_t)m * N + n] = v;
     }
-    kv->spmm(0, M, N, s.rowptr, s.col, s.val, B, N, C, N);
-    kv->spmm_t(0, K, N, s.colptr, s.row, s.perm, s.val, D, N, T, N);
+    kv->spmm(0, M, 1, N, s.rowptr, s.col, NULL, s.val, B, N, 0, C, N);
+    kv->spmm(0, K, 1, N, s.colptr, s.row, s.perm, s.val, D, N, 0, T, N);
+    float *G = falloc(s.nnz), *DX = falloc((int64_t)K * N); /* the fused backward's dX^T: D plays dY^T */
+    kv->spgrad(0, M, N, s.rowptr, s.col, s.val, D, N, B, N, G, DX, N);
     int same_c = 1, same_t = 1;
     for (int32_t m = 0; m < M; m++)
         for (int64_t n = 1; n < N; n++) same_c &= C[(int64_t)m * N + n] == C[(int64_t)m * N];
     for (int32_t k = 0; k < K; k++)
         for (int64_t n = 1; n < N; n++) same_t &= T[(int64_t)k * N + n] == T[(int64_t)k * N];
+    int same_g = 1;
+    for (int32_t k = 0; k < K; k++)
+        for (int64_t n = 1; n < N; n++) same_g &= DX[(int64_t)k * N + n] == DX[(int64_t)k * N];
+    EXPECT(same_g, "%s spgrad M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K, (long long)N);
     EXPECT(same_c, "%s spmm M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K, (long long)N);
     EXPECT(same_t, "%s spmm_t M=%d K=%d N=%lld: equal columns in, unequal columns out", kv->name, M, K,
            (long long)N);
@@ -326,6 +471,8 @@ static void position_case(const pf_kernels *kv, xrng *r, int32_t M, int32_t K, i
     free(D);
     free(C);
     free(T);
+    free(G);
+    free(DX);
     free_csr(&s);
 }
 
@@ -392,13 +539,15 @@ int main(void) {
     for (int v = 1; v < count; v++) {
         const pf_kernels *kv = variants[v];
         xrng r = {0x9E3779B97F4A7C15ull ^ (uint64_t)v};
-        tally t[6] = {{"gemm", 0, 0}, {"spmm", 0, 0}, {"spmm_t", 0, 0}, {"sddmm", 0, 0}, {"im2col", 0, 0},
-                      {"col2im", 0, 0}};
+        tally t[7] = {{"gemm", 0, 0},   {"spmm", 0, 0},   {"spmm_t", 0, 0}, {"sddmm", 0, 0},
+                      {"im2col", 0, 0}, {"col2im", 0, 0}, {"spgrad", 0, 0}};
         test_gemm(kv, &r, &t[0]);
         test_sparse(kv, &r, &t[1]);
+        test_conv(kv, &r, &t[1]);
+        test_spgrad(kv, &r, &t[6]);
         test_position_invariance(kv, &r, &t[1]);
         test_im2col(kv, &r, &t[4], 300);
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             printf("kernels %-8s %-7s %4ld cases vs reference: %s\n", kv->name, t[i].op, t[i].cases,
                    t[i].failed ? "FAILED" : "ok");
     }

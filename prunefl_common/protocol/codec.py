@@ -25,6 +25,7 @@ from prunefl_common.messages import (
     InitialPruneConfig,
     InitialPruneResult,
     MaskUpdate,
+    SparseImportance,
     Task,
     TaskKind,
     TrainConfig,
@@ -115,11 +116,16 @@ _CONFIG_RULES: dict[str, tuple[str, float, float]] = {
     "lr": ("float", 0.0, 1e6), "local_steps": ("int", 1, 10**6), "batch_size": ("int", 1, 65536),
     "momentum": ("float", 0.0, 1.0), "weight_decay": ("float", 0.0, 1e3),
     "collect_importance": ("bool", 0, 0), "upload_importance": ("bool", 0, 0),
+    "importance_top": ("float_or_null", 0.0, 1e6),
     "costs": ("costs", 0.0, 1e9), "intercept": ("float", 0.0, 1e9), "n_batches": ("int", 1, 10**6),
     "reconfig_interval": ("int", 1, 10**6), "max_passes": ("int", 0, 10**7), "acc_threshold": ("float", 0.0, 1.0),
     "delta": ("float", 0.0, 1.0), "stop_change": ("float", 0.0, 1e6), "stop_count": ("int", 1, 10**6),
     "max_density": ("float_or_null", 0.0, 1.0), "seed": ("int", 0, 2**63 - 1),
+    "masked_importance": ("bool", 0, 0),
 }
+# fields added after the first release: a message without one decodes to what its (older) sender meant, not to
+# today's default (an old coordinator's initial pruning summed the dense gradient)
+_ABSENT_MEANS: dict[str, Any] = {"masked_importance": False}
 _CONFIGS: dict[str, type[TrainConfig] | type[InitialPruneConfig]] = {"train": TrainConfig,
                                                                       "initial_prune": InitialPruneConfig}
 MAX_COSTS = 1024
@@ -129,8 +135,12 @@ def _config_from(d: Any, config_kind: str) -> TrainConfig | InitialPruneConfig:
     what = f"task config ({config_kind})"
     cls = _CONFIGS[config_kind]
     names = [f.name for f in fields(cls)]
-    exact_keys(d, frozenset(names), what)
     out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        absent = {n: _ABSENT_MEANS[n] for n in names if n in _ABSENT_MEANS and n not in d}
+        out.update(absent)
+        names = [n for n in names if n not in absent]
+    exact_keys(d, frozenset(names), what)
     for name in names:
         if name not in _CONFIG_RULES:
             raise ProtocolError(f"{what}: field {name!r} has no wire rule (the two sides run different versions?)")
@@ -260,6 +270,49 @@ def _task_parts(task: Task, federation: str, sender: str, model: dict[str, Any] 
     return MsgKind.TASK, h, tensors
 
 
+MAX_HALF_EXP = 200  # |exponent| of a float16 vector's power-of-two scale
+
+
+def _half(z: np.ndarray) -> tuple[np.ndarray, int]:
+    """``z`` (>= 0) as float16 times ``2**e``: the largest entry lands below 2**15, so the relative precision is
+    float16's (2**-11) and entries below about 1e-12 of the largest underflow to zero (none of them can be chosen)."""
+    z = np.asarray(z, np.float32).ravel()
+    top = float(z.max()) if z.size else 0.0
+    e = int(np.ceil(np.log2(top / 32768.0))) if top > 0 and np.isfinite(top) else 0
+    if not -MAX_HALF_EXP <= e <= MAX_HALF_EXP:
+        raise ValueError(f"importance of magnitude {top:g} cannot be scaled into float16")
+    return np.ldexp(z, -e).astype(np.float16), e
+
+
+def _unhalf(h: np.ndarray, e: int) -> np.ndarray:
+    return np.ldexp(h.astype(np.float32), e).astype(np.float32)
+
+
+def _sparse_importance_parts(z: SparseImportance, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Tensors ``zk<i>`` (z at kept positions), ``zp<p>`` (the top pruned z), each float16 with a power-of-two
+    scale, and ``zx<p>`` (their positions, coded as masks are); the header lists the scales and the pruned parts
+    with their parameter sizes."""
+    if len(z.kept) > MAX_PARAMS:
+        raise ValueError(f"{len(z.kept)} importance arrays (at most {MAX_PARAMS})")
+    kept_exp = []
+    for i, k in enumerate(z.kept):
+        tensors[f"zk{i}"], e = _half(k)
+        kept_exp.append(e)
+    pruned = []
+    for p in sorted(z.pruned_index, key=int):
+        idx, vals = np.asarray(z.pruned_index[p]), np.asarray(z.pruned_z[p], np.float32).ravel()
+        if idx.size != vals.size:
+            raise ValueError(f"sparse importance of parameter {p}: {idx.size} positions, {vals.size} values")
+        size = int(z.sizes[p])
+        if not 1 <= size <= MAX_ELEMENTS:
+            raise ValueError(f"sparse importance of parameter {p}: size {size} outside 1..{MAX_ELEMENTS}")
+        enc, arr = encode_positions(sorted_positions(idx, size, f"pruned importance of {p}"), size)
+        tensors[f"zp{_param(p)}"], e = _half(vals)
+        tensors[f"zx{p}"] = arr
+        pruned.append({"param": int(p), "size": size, "enc": enc, "exp": e})
+    return {"kept_exp": kept_exp, "pruned": pruned}
+
+
 def _result_parts(result: TrainResult | InitialPruneResult, federation: str, sender: str) -> _Parts:
     """(kind, header, tensors) of a RESULT envelope (see :func:`encode_result`)."""
     if not valid_id(result.client_id):
@@ -270,7 +323,10 @@ def _result_parts(result: TrainResult | InitialPruneResult, federation: str, sen
              compute_s=null_nan(result.compute_s))
     if isinstance(result, TrainResult):
         shapes = None
-        if result.importance is not None:
+        sparse = None
+        if isinstance(result.importance, SparseImportance):
+            sparse = _sparse_importance_parts(result.importance, tensors)
+        elif result.importance is not None:
             shapes = []
             for i, z in enumerate(result.importance):
                 tensors[f"z{i}"] = np.ascontiguousarray(z, np.float32)
@@ -279,6 +335,8 @@ def _result_parts(result: TrainResult | InitialPruneResult, federation: str, sen
                 raise ValueError(f"{len(shapes)} importance arrays (at most {MAX_PARAMS})")
         h.update(result_kind="train", n_samples=int(result.n_samples), loss=null_nan(result.loss),
                  accuracy=null_nan(result.accuracy), importance=shapes)
+        if sparse is not None:  # (a header without the key is a dense or no importance: older messages)
+            h["importance_sparse"] = sparse
     else:
         masks = _MaskEncoder(tensors)
         h.update(result_kind="initial_prune", passes=int(result.passes), masks=masks.entries(result.masks),
@@ -451,11 +509,48 @@ def _decode_task(header: Header, h: dict[str, Any], t: Tensors,
     return Task(header.round, kind, mu, values, config), model
 
 
+def _sparse_importance_from(d: Any, t: Tensors, limits: Limits) -> SparseImportance:
+    """Sizes and position codes checked before any position array is built (as for masks)."""
+    exact_keys(d, frozenset({"kept_exp", "pruned"}), "result sparse importance")
+    exps = read_list(d["kept_exp"], "result sparse importance", MAX_PARAMS)
+    kept = []
+    for i, e in enumerate(exps):
+        if not is_int(e) or not -MAX_HALF_EXP <= e <= MAX_HALF_EXP:
+            raise ProtocolError(f"result sparse importance: exponent {show(e)} of zk{i} is not in "
+                                f"-{MAX_HALF_EXP}..{MAX_HALF_EXP}")
+        kept.append(_unhalf(t.half_vector(f"zk{i}", "result sparse importance"), e))
+    index: dict[int, np.ndarray] = {}
+    values: dict[int, np.ndarray] = {}
+    sizes: dict[int, int] = {}
+    for e in read_list(d["pruned"], "result sparse importance", MAX_PARAMS):
+        exact_keys(e, frozenset({"param", "size", "enc", "exp"}), "sparse importance entry")
+        p = read_int(e, "param", "sparse importance", 0, MAX_PARAMS - 1)
+        size = read_int(e, "size", f"sparse importance of parameter {p}", 1, MAX_ELEMENTS)
+        if limits.prunable is not None and limits.shapes is not None and (
+                p not in limits.prunable or size != math.prod(limits.shapes[p])):
+            raise ProtocolError(f"sparse importance of parameter {p}: {size} positions, not a prunable weight of the "
+                                "model of that size")
+        what = f"pruned importance of parameter {p}"
+        exp = read_int(e, "exp", what, -MAX_HALF_EXP, MAX_HALF_EXP)
+        vals = t.half_vector(f"zp{p}", what)
+        arr = t.take(f"zx{p}", what)
+        check_positions(e["enc"], arr, size, what)
+        if e["enc"] == "delta" and arr.size != vals.size:
+            raise ProtocolError(f"{what}: {arr.size} positions for {vals.size} values")
+        idx = decode_indices(e["enc"], arr, size, what)
+        if idx.size != vals.size:
+            raise ProtocolError(f"{what}: {idx.size} positions for {vals.size} values")
+        index[p], values[p], sizes[p] = idx, _unhalf(vals, exp), size
+    return SparseImportance(kept, index, values, sizes)
+
+
 def _decode_result(header: Header, h: dict[str, Any], t: Tensors, limits: Limits) -> TrainResult | InitialPruneResult:
     rk = h.get("result_kind")
     if rk not in ("train", "initial_prune"):
         raise ProtocolError(f"result: result_kind must be train or initial_prune, got {show(rk)}")
-    exact_keys(h, _KIND_FIELDS[f"result:{rk}"], f"result ({rk}) header")
+    # "importance_sparse" is optional (results without it, older ones included, carry dense or no importance)
+    optional = {"importance_sparse"} & set(h) if rk == "train" else set()
+    exact_keys(h, _KIND_FIELDS[f"result:{rk}"] | optional, f"result ({rk}) header")
     cid = read_id(h, "client_id", "result")
     values = _values_from(h, t, "result", limits)
     compute = read_float(h, "compute_s", "result", 0.0, 1e9, null_is_nan=True)
@@ -473,6 +568,11 @@ def _decode_result(header: Header, h: dict[str, Any], t: Tensors, limits: Limits
                     raise ProtocolError(f"result importance: z{i} is {z.dtype} {list(z.shape)}, the header says "
                                         f"float32 {show(shape)}")
                 importance.append(z)
+        sparse = h.get("importance_sparse")
+        if sparse is not None:
+            if importance is not None:
+                raise ProtocolError("result: importance is dense and sparse at once")
+            importance = _sparse_importance_from(sparse, t, limits)
         n_samples = read_int(h, "n_samples", "result", 0, 10**12)
         return TrainResult(cid, header.round, header.mask_version, n_samples, values, importance,
                            read_float(h, "loss", "result", null_is_nan=True),

@@ -11,7 +11,8 @@ and that the tensors tile the data exactly *before* anything but the JSON header
 hands out each tensor once. The message's own header is checked by the per-kind decoders in
 :mod:`prunefl_common.protocol.codec`.
 
-The encoder writes the container itself (:func:`container_layout`, the layout safetensors' own writer produces:
+Both directions are ours: the decoder reads tensors as views into the message (after the checks above), and the
+encoder writes the container itself (:func:`container_layout`, the layout safetensors' own writer produces:
 tensors ordered by dtype, then name; the header padded with spaces to 8 bytes), so that the size of a message
 (:func:`envelope_nbytes`) is computed by the same code that builds it, without building it.
 """
@@ -28,7 +29,6 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
 
 from prunefl_common.protocol.fields import (
     DEFAULT_LIMITS,
@@ -88,12 +88,13 @@ class Chunk:
     data: bytes
 
 
-DTYPES: dict[str, type[np.generic]] = {"F32": np.float32, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32,
-                                        "U64": np.uint64}
+DTYPES: dict[str, type[np.generic]] = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "U16": np.uint16,
+                                       "U32": np.uint32, "U64": np.uint64}
 _DTYPE_NAMES = {np.dtype(t): name for name, t in DTYPES.items()}
-# safetensors' data order: by dtype as its writer ranks them (8-byte unsigned, float32, 4-, 2-, 1-byte unsigned), then
+# safetensors' data order: by dtype as its writer ranks them (8-byte unsigned, float32, 4-byte unsigned, float16, 2-,
+# 1-byte unsigned), then
 # by name
-_DTYPE_RANK = {"U64": 0, "F32": 1, "U32": 2, "U16": 3, "U8": 4}
+_DTYPE_RANK = {"U64": 0, "F32": 1, "U32": 2, "F16": 3, "U16": 4, "U8": 5}
 
 
 def container_layout(tensors: dict[str, np.ndarray], metadata: str) -> tuple[bytes, list[np.ndarray]]:
@@ -246,11 +247,20 @@ class Tensors:
 
     @classmethod
     def load(cls, body: memoryview) -> Tensors:
-        """safetensors' own strict reading (after :func:`container_header` has bounded every size)."""
-        try:
-            t = st_load(bytes(body))
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types; any of them is bad input
-            raise ProtocolError(f"the tensor container is malformed: {type(e).__name__}: {str(e)[:200]}") from None
+        """The tensors as read-only views into ``body`` (no copy), after :func:`container_header` has checked
+        every dtype, shape and offset and that they tile the data; a view a hostile layout leaves unaligned is
+        copied (aligned) instead."""
+        (n,) = struct.unpack_from("<Q", body)
+        meta = parse_json(bytes(body[8:8 + n]), "the container header")
+        meta.pop("__metadata__", None)
+        start = 8 + n
+        t: dict[str, np.ndarray] = {}
+        for name, info in meta.items():
+            dt = np.dtype(DTYPES[info["dtype"]]).newbyteorder("<")
+            off0, off1 = info["data_offsets"]
+            arr = np.frombuffer(body, dtype=dt, count=(off1 - off0) // dt.itemsize, offset=start + off0)
+            arr = arr.reshape(info["shape"])
+            t[name] = arr if arr.flags.aligned else arr.copy()
         return cls(t, MASK_ELEMENTS_PER_BYTE * len(body))
 
     def take(self, name: str, what: str) -> np.ndarray:
@@ -265,6 +275,12 @@ class Tensors:
         v = self.take(name, what)
         if v.dtype != np.float32 or v.ndim != 1:
             raise ProtocolError(f"{what}: {name} must be a float32 vector, got {v.dtype} {v.shape}")
+        return v
+
+    def half_vector(self, name: str, what: str) -> np.ndarray:
+        v = self.take(name, what)
+        if v.dtype != np.float16 or v.ndim != 1:
+            raise ProtocolError(f"{what}: {name} must be a float16 vector, got {v.dtype} {v.shape}")
         return v
 
     def all_used(self) -> None:

@@ -135,7 +135,8 @@ PF_API pf_status pf_net_get_mask(pf_net *net, int32_t param, uint8_t *out, int64
 /* Set a weight's mask. Newly pruned weights become zero with zero momentum; newly kept weights start at
  * zero with zero momentum (set their values afterwards). Chooses the layer's dense/sparse path. */
 PF_API pf_status pf_net_set_mask(pf_net *net, int32_t param, const uint8_t *in, int64_t n);
-/* Density at or below which a layer runs sparse (in [0, 1]); per layer, from measurement. */
+/* Density at or below which a layer runs sparse (in [0, 1]); per layer, from measurement. The comparison is in
+ * weights, rounded: sparse when kept <= density x size + 1/2 (a mask drawn at that density qualifies). */
 PF_API pf_status pf_net_set_sparse_threshold(pf_net *net, int32_t layer, float density);
 /* Reset all momentum buffers to zero (e.g. at the start of a round). */
 PF_API pf_status pf_net_reset_momentum(pf_net *net);
@@ -171,6 +172,19 @@ PF_API pf_status pf_net_get_input_grad(pf_net *net, float *out, int64_t n); /* n
 PF_API pf_status pf_net_set_importance(pf_net *net, int32_t enabled);
 PF_API pf_status pf_net_get_grad_sum(pf_net *net, int32_t param, float *out, int64_t n);
 PF_API pf_status pf_net_reset_grad_sums(pf_net *net);
+/* z[i] += scale * sum[i]^2 over the parameter's gradient sum (PruneFL's z += n * a^2 without copying a); with
+ * kept_only, only at kept positions (the reference's masked importance). n = the parameter's size. */
+PF_API pf_status pf_net_add_sq_grad_sum(pf_net *net, int32_t param, float *z, int64_t n, float scale,
+                                        int32_t kept_only);
+/* z[i] += scale * g[i]^2 with g the parameter's gradient of the last forward_backward, zero at pruned positions (the
+ * gradient of the masked weights: initial pruning's importance in the reference); no dense dW needed. */
+PF_API pf_status pf_net_add_sq_grad(pf_net *net, int32_t param, float *z, int64_t n, float scale);
+
+/* Kept values: a weight's values at its kept positions, in mask order (row-major), n = its kept count; a bias's
+ * values (n = its size). What a task carries and a result returns, without a dense copy of the weight. */
+PF_API pf_status pf_net_num_kept(pf_net *net, int32_t param, int64_t *out);
+PF_API pf_status pf_net_get_kept(pf_net *net, int32_t param, float *out, int64_t n);
+PF_API pf_status pf_net_set_kept(pf_net *net, int32_t param, const float *in, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -7,8 +7,8 @@ const pf_kernels pf_kernels_ref = {
     .name = "ref",
     .gemm = pf_gemm_ref,
     .spmm = pf_spmm_ref,
-    .spmm_t = pf_spmm_t_ref,
     .sddmm = pf_sddmm_ref,
+    .spgrad = pf_spgrad_ref,
     .im2col = pf_im2col_ref,
     .col2im = pf_col2im_ref,
 };
@@ -17,8 +17,8 @@ static const pf_kernels kernels_generic = {
     .name = "generic",
     .gemm = pf_gemm_generic,
     .spmm = pf_spmm_generic,
-    .spmm_t = pf_spmm_t_generic,
     .sddmm = pf_sddmm_generic,
+    .spgrad = pf_spgrad_generic,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };
@@ -28,8 +28,8 @@ static const pf_kernels kernels_neon = {
     .name = "neon",
     .gemm = pf_gemm_neon,
     .spmm = pf_spmm_neon,
-    .spmm_t = pf_spmm_t_neon,
     .sddmm = pf_sddmm_neon,
+    .spgrad = pf_spgrad_neon,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };
@@ -41,8 +41,8 @@ static const pf_kernels kernels_blas = {
     .name = "blas",
     .gemm = pf_gemm_blas,
     .spmm = pf_spmm_generic,
-    .spmm_t = pf_spmm_t_generic,
     .sddmm = pf_sddmm_generic,
+    .spgrad = pf_spgrad_generic,
     .im2col = pf_im2col_generic,
     .col2im = pf_col2im_generic,
 };

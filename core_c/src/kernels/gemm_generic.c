@@ -6,72 +6,59 @@
 #include <string.h>
 
 #include "kernels.h"
-
-typedef float gv8 __attribute__((vector_size(32)));
-
-static inline gv8 gld8(const float *p) {
-    gv8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void gst8(float *p, gv8 v) { memcpy(p, &v, sizeof v); }
-static inline gv8 gsplat8(float x) { return (gv8){x, x, x, x, x, x, x, x}; }
+#include "vec_generic.h"
 
 #define GB_MR 6
 #define GB_NR 16
 
+#include "gemm_tail.h"
+
 static void gb_ukernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c, int64_t ldc,
                        int mr, int nr, float alpha, float beta, int first) {
-    gv8 c00 = gsplat8(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    gv8 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    v8 c00 = splat8(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    v8 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t k = 0; k < kc; k++) {
-        const gv8 b0 = gld8(b + k * GB_NR), b1 = gld8(b + k * GB_NR + 8);
+        const v8 b0 = ld8(b + k * GB_NR), b1 = ld8(b + k * GB_NR + 8);
         const float *ak = a + k * GB_MR;
-        gv8 av = gsplat8(ak[0]);
+        v8 av = splat8(ak[0]);
         c00 += av * b0;
         c01 += av * b1;
-        av = gsplat8(ak[1]);
+        av = splat8(ak[1]);
         c10 += av * b0;
         c11 += av * b1;
-        av = gsplat8(ak[2]);
+        av = splat8(ak[2]);
         c20 += av * b0;
         c21 += av * b1;
-        av = gsplat8(ak[3]);
+        av = splat8(ak[3]);
         c30 += av * b0;
         c31 += av * b1;
-        av = gsplat8(ak[4]);
+        av = splat8(ak[4]);
         c40 += av * b0;
         c41 += av * b1;
-        av = gsplat8(ak[5]);
+        av = splat8(ak[5]);
         c50 += av * b0;
         c51 += av * b1;
     }
-    const gv8 acc[GB_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    const gv8 va = gsplat8(alpha), vb = gsplat8(beta);
+    const v8 acc[GB_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const v8 va = splat8(alpha), vb = splat8(beta);
     if (mr == GB_MR && nr == GB_NR) {
         for (int i = 0; i < GB_MR; i++) {
             float *ci = c + i * ldc;
             for (int h = 0; h < 2; h++) {
-                const gv8 r = va * acc[i][h];
+                const v8 r = va * acc[i][h];
                 if (!first)
-                    gst8(ci + 8 * h, gld8(ci + 8 * h) + r);
+                    st8(ci + 8 * h, ld8(ci + 8 * h) + r);
                 else if (beta == 0.0f)
-                    gst8(ci + 8 * h, r);
+                    st8(ci + 8 * h, r);
                 else
-                    gst8(ci + 8 * h, vb * gld8(ci + 8 * h) + r);
+                    st8(ci + 8 * h, vb * ld8(ci + 8 * h) + r);
             }
         }
         return;
     }
     float t[GB_MR][GB_NR];
     memcpy(t, acc, sizeof t);
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        for (int j = 0; j < nr; j++) {
-            const float r = alpha * t[i][j];
-            ci[j] = !first ? ci[j] + r : beta == 0.0f ? r : beta * ci[j] + r;
-        }
-    }
+    gb_store_tail(t, mr, nr, alpha, beta, first, c, ldc);
 }
 
 #include "gemm_blocked.h"

@@ -28,24 +28,34 @@ typedef void (*pf_gemm_fn)(int trans_a, int trans_b, int64_t m0, int64_t m1, int
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                            int64_t ldc);
 
-/* SpMM, rows [m0, m1) of C (M x N), overwritten:
- *   C[m, n] = sum_{e = rowptr[m]}^{rowptr[m+1]-1} val[e] * B[col[e], n]
- * B is K x N (ldb >= N). An empty row writes zeros. */
-typedef void (*pf_spmm_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col,
-                           const float *val, const float *B, int64_t ldb, float *C, int64_t ldc);
+/* SpMM over a compressed sparse matrix, sparse rows [m0, m1), each expanded into `rows` output rows
+ * (rows = 1 for a linear layer, the output height for a direct convolution), overwritten:
+ *   C[(m*rows + r)*ldc + n] = sum_{e = ptr[m]}^{ptr[m+1]-1} val[perm ? perm[e] : e] * B[r*rstep + idx[e]*ldb + n]
+ * for 0 <= r < rows, 0 <= n < N. An empty sparse row writes zeros.
+ *  - W X (linear forward): ptr = rowptr, idx = col, perm = NULL, rows = 1, B is K x N.
+ *  - W^T D (linear input gradient): the CSC view, ptr = colptr, idx = row, perm = perm, rows = 1.
+ *  - direct convolution (stride 1), batch innermost: idx = the kept weight's offset into a padded input
+ *    plane in units of ldb = batch, rstep = one padded input row (see layers.c). */
+typedef void (*pf_spmm_fn)(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                           const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep,
+                           float *C, int64_t ldc);
 
-/* Transposed SpMM through the CSC view, rows [k0, k1) of C (K x N), overwritten:
- *   C[k, n] = sum_{e = colptr[k]}^{colptr[k+1]-1} val[perm[e]] * D[row[e], n]
- * i.e. C = W^T D with D (M x N, ldd >= N). */
-typedef void (*pf_spmm_t_fn)(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                             const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C,
-                             int64_t ldc);
+/* SDDMM (sampled dense-dense product) at the kept positions of sparse rows [m0, m1), overwritten:
+ *   out[e] = sum_{r < rows} sum_{n < N} A[(m*rows + r)*lda + n] * B[r*rstep + idx[e]*ldb + n]
+ * for ptr[m] <= e < ptr[m+1]. Linear: rows = 1, A = dY^T (M x N), B = X^T (K x N): dW = dY X^T at kept
+ * weights only. Direct convolution: the same offsets as pf_spmm_fn, A = dY (M, OH, OW*batch). */
+typedef void (*pf_sddmm_fn)(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                            const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
 
-/* SDDMM (sampled dense-dense product) at the kept positions of rows [m0, m1), overwritten:
- *   out[e] = sum_n A[m, n] * B[col[e], n]   for rowptr[m] <= e < rowptr[m+1]
- * A is M x N (lda >= N), B is K x N (ldb >= N). This is dW = dY X^T at kept weights only. */
-typedef void (*pf_sddmm_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col,
-                            const float *A, int64_t lda, const float *B, int64_t ldb, float *out);
+/* The fused backward of a sparse linear layer (SparseProp): every kept weight is visited once and gives both
+ * gradients. For m0 <= m < m1 and ptr[m] <= e < ptr[m+1]:
+ *   out[e] = sum_{n < N} A[m*lda + n] * B[idx[e]*ldb + n]     (dW at the kept weight, overwritten)
+ *   D[idx[e]*ldd + n] += val[e] * A[m*lda + n]                 (dX^T, accumulated: zero it first)
+ * A = dY^T (M x N), B = X^T (K x N), D = dX^T (K x N); no CSC view is needed. Rows of D are shared by every
+ * sparse row, so threads need one D each. */
+typedef void (*pf_spgrad_fn)(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx,
+                             const float *val, const float *A, int64_t lda, const float *B, int64_t ldb, float *out,
+                             float *D, int64_t ldd);
 
 /* im2col of one sample x (C, H, W) into columns cols[k * ldc + p], k = (c*kh + i)*kw + j, p = oh*OW + ow,
  * zero where the window reads padding. OH = (H + 2*ph - kh)/sh + 1, OW likewise. */
@@ -61,8 +71,8 @@ typedef struct pf_kernels {
     const char *name; /* "ref", "generic", "neon" */
     pf_gemm_fn gemm;
     pf_spmm_fn spmm;
-    pf_spmm_t_fn spmm_t;
     pf_sddmm_fn sddmm;
+    pf_spgrad_fn spgrad;
     pf_im2col_fn im2col;
     pf_col2im_fn col2im;
 } pf_kernels;
@@ -77,12 +87,13 @@ const pf_kernels *pf_kernels_best(void);
 /* Per-op reference functions (also used as fallbacks by optimised variants for awkward shapes). */
 void pf_gemm_ref(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void pf_spmm_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                 const float *B, int64_t ldb, float *C, int64_t ldc);
-void pf_spmm_t_ref(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                   const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
-void pf_sddmm_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float *out);
+void pf_spmm_ref(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                 const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep, float *C,
+                 int64_t ldc);
+void pf_sddmm_ref(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_ref(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 void pf_im2col_ref(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
                    int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
 void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
@@ -91,12 +102,13 @@ void pf_col2im_ref(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t
 /* Optimised portable C (kernels/<op>_generic.c). */
 void pf_gemm_generic(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void pf_spmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                     const float *B, int64_t ldb, float *C, int64_t ldc);
-void pf_spmm_t_generic(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                       const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
-void pf_sddmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                      int64_t lda, const float *B, int64_t ldb, float *out);
+void pf_spmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                     const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep, float *C,
+                     int64_t ldc);
+void pf_sddmm_generic(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 void pf_im2col_generic(const float *x, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw, int32_t sh,
                        int32_t sw, int32_t ph, int32_t pw, float *cols, int64_t ldc);
 void pf_col2im_generic(const float *cols, int64_t ldc, int32_t C, int32_t H, int32_t W, int32_t kh, int32_t kw,
@@ -106,12 +118,13 @@ void pf_col2im_generic(const float *cols, int64_t ldc, int32_t C, int32_t H, int
 /* NEON intrinsics for aarch64 (kernels/<op>_neon.c); im2col/col2im use the generic ones. */
 void pf_gemm_neon(int trans_a, int trans_b, int64_t m0, int64_t m1, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void pf_spmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                  const float *B, int64_t ldb, float *C, int64_t ldc);
-void pf_spmm_t_neon(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                    const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc);
-void pf_sddmm_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float *out);
+void pf_spmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                  const int32_t *perm, const float *val, const float *B, int64_t ldb, int64_t rstep, float *C,
+                  int64_t ldc);
+void pf_sddmm_neon(int32_t m0, int32_t m1, int32_t rows, int64_t N, const int32_t *ptr, const int32_t *idx,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, int64_t rstep, float *out);
+void pf_spgrad_neon(int32_t m0, int32_t m1, int64_t N, const int32_t *ptr, const int32_t *idx, const float *val,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float *out, float *D, int64_t ldd);
 #endif
 
 #ifdef PF_HAVE_BLAS

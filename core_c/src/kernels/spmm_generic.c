@@ -1,128 +1,57 @@
-/* spmm_generic.c - the sparse kernels in portable C, vectorised along N with GCC/Clang vector extensions
- * (AVX2 under -march=native, SSE2 or NEON registers in pairs elsewhere).
+/* spmm_generic.c - the sparse kernels in portable C, vectorised along N with GCC/Clang vector extensions (AVX2
+ * under -march=native, SSE2 or NEON registers in pairs elsewhere): the vector operations and row kernels that
+ * spmm_tiled.h's strips and drivers are built on.
  *
- * SpMM and its transpose keep a strip of an output row in registers (32 columns, then 16, 8, 4, scalar) while
- * every nonzero of the row streams its dense row through; two accumulator sets take alternate nonzeros so
- * the FMA latency is hidden, and the output is written once, never read. Every strip width sums in the same
- * order (even nonzeros, odd nonzeros, then the two), so a column's result does not depend on where it sits:
- * a sample gets the same bits wherever it is in the batch, and exact ties (a max-pool window over a constant
- * channel) stay ties, as they do in PyTorch. N is cut into tiles so that the
- * dense operand's tile (rows x TILE) stays in L2 while all rows of W pass over it.
- *
- * SDDMM computes four nonzeros of a row at once, so one load of the dense row of A serves four products. */
-/* built with -ffp-contract=off (CMakeLists.txt): a*b+c is a rounded product then a rounded sum, in every strip
- * and tail alike, whatever the compiler's inlining and vectorisation choices. */
+ * SpMM strips of 32 columns (four 8-float vectors in each of two accumulator sets); a remainder of 24, 16 or 8
+ * in one more strip, then 4 and scalar tails with the same operations in the same order.
+ * SDDMM and the fused backward take eight nonzeros of a row at once: one load of the dense row of A serves
+ * eight products, and one tree of pairwise sums reduces the eight accumulators. */
+/* built with -ffp-contract=off (CMakeLists.txt): every a*b+c is vec_generic.h's fma8/fma4/fmas, one fused
+ * operation on x86 with FMA3 and a rounded product then a rounded sum elsewhere, in every strip and tail alike,
+ * whatever the compiler's inlining and vectorisation choices. */
 
 #include <assert.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "kernels.h"
+#include "vec_generic.h"
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-
-static inline v8 ld8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
-static inline v4 ld4(const float *p) {
-    v4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st4(float *p, v4 v) { memcpy(p, &v, sizeof v); }
-static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-static inline v4 splat4(float x) { return (v4){x, x, x, x}; }
-
-/* Columns per tile: 512 B of every dense row, so an 800-row operand tile (Conv-2's conv2) is 400 KiB. */
-enum { TILE = 128 };
+/* the vector operations of spmm_tiled.h's strips: 8 floats, up to 4 vectors a strip (8 accumulators) */
+typedef v8 sp_vec;
+enum { SP_VL = 8, SP_MAXV = 4 };
+static inline v8 sp_zero(void) { return splat8(0.0f); }
+static inline v8 sp_load(const float *p) { return ld8(p); }
+static inline void sp_store(float *p, v8 v) { st8(p, v); }
+static inline v8 sp_fma(v8 acc, v8 x, float w) { return fma8(splat8(w), x, acc); }
+static inline v8 sp_add(v8 x, v8 y) { return x + y; }
 
 #define W_(e) val[perm ? perm[e] : (e)]
-#define ROW_(e) (Bm + (int64_t)idx[e] * ldb + j)
+#define ROW_(e) (Bm + (int64_t)idx[e] * ldb)
 
-/* c[0:n] = sum_{e in [e0, e1)} val[perm ? perm[e] : e] * Bm[idx[e] * ldb + 0:n] */
-static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t e1, const int32_t *restrict idx,
-                               const int32_t *restrict perm, const float *restrict val, const float *Bm,
-                               int64_t ldb) {
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        v8 a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
-            const float *p = ROW_(e), *q = ROW_(e + 1);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            a2 += w * ld8(p + 16);
-            a3 += w * ld8(p + 24);
-            b0 += u * ld8(q);
-            b1 += u * ld8(q + 8);
-            b2 += u * ld8(q + 16);
-            b3 += u * ld8(q + 24);
-        }
-        if (e < e1) {
-            const v8 w = splat8(W_(e));
-            const float *p = ROW_(e);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            a2 += w * ld8(p + 16);
-            a3 += w * ld8(p + 24);
-        }
-        st8(c + j, a0 + b0);
-        st8(c + j + 8, a1 + b1);
-        st8(c + j + 16, a2 + b2);
-        st8(c + j + 24, a3 + b3);
-    }
-    for (; j + 16 <= n; j += 16) {
-        v8 a0 = splat8(0.0f), a1 = a0, b0 = a0, b1 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            const v8 w = splat8(W_(e)), u = splat8(W_(e + 1));
-            const float *p = ROW_(e), *q = ROW_(e + 1);
-            a0 += w * ld8(p);
-            a1 += w * ld8(p + 8);
-            b0 += u * ld8(q);
-            b1 += u * ld8(q + 8);
-        }
-        if (e < e1) {
-            const v8 w = splat8(W_(e));
-            a0 += w * ld8(ROW_(e));
-            a1 += w * ld8(ROW_(e) + 8);
-        }
-        st8(c + j, a0 + b0);
-        st8(c + j + 8, a1 + b1);
-    }
-    for (; j + 8 <= n; j += 8) {
-        v8 a0 = splat8(0.0f), b0 = a0;
-        int32_t e = e0;
-        for (; e + 2 <= e1; e += 2) {
-            a0 += splat8(W_(e)) * ld8(ROW_(e));
-            b0 += splat8(W_(e + 1)) * ld8(ROW_(e + 1));
-        }
-        if (e < e1) a0 += splat8(W_(e)) * ld8(ROW_(e));
-        st8(c + j, a0 + b0);
-    }
+/* columns [j, n) of sp_row_product, fewer than 8: by 4, then one at a time in lane 0 of a vector (the same
+ * operations, in the same order, as a strip) */
+static inline void sp_row_tail(float *restrict c, int64_t j, int64_t n, int32_t e0, int32_t e1,
+                               const int32_t *restrict idx, const int32_t *restrict perm, const float *restrict val,
+                               const float *Bm, int64_t ldb) {
     for (; j + 4 <= n; j += 4) {
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * ld4(ROW_(e));
-            b0 += splat4(W_(e + 1)) * ld4(ROW_(e + 1));
+            a0 = fma4(splat4(W_(e)), ld4(ROW_(e) + j), a0);
+            b0 = fma4(splat4(W_(e + 1)), ld4(ROW_(e + 1) + j), b0);
         }
-        if (e < e1) a0 += splat4(W_(e)) * ld4(ROW_(e));
+        if (e < e1) a0 = fma4(splat4(W_(e)), ld4(ROW_(e) + j), a0);
         st4(c + j, a0 + b0);
     }
-    for (; j < n; j++) { /* in lane 0 of a vector: the same operations, in the same order, as a strip */
+    for (; j < n; j++) {
         v4 a0 = splat4(0.0f), b0 = a0;
         int32_t e = e0;
         for (; e + 2 <= e1; e += 2) {
-            a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
-            b0 += splat4(W_(e + 1)) * (v4){*ROW_(e + 1), 0.0f, 0.0f, 0.0f};
+            a0 = fma4(splat4(W_(e)), (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f}, a0);
+            b0 = fma4(splat4(W_(e + 1)), (v4){ROW_(e + 1)[j], 0.0f, 0.0f, 0.0f}, b0);
         }
-        if (e < e1) a0 += splat4(W_(e)) * (v4){*ROW_(e), 0.0f, 0.0f, 0.0f};
+        if (e < e1) a0 = fma4(splat4(W_(e)), (v4){ROW_(e)[j], 0.0f, 0.0f, 0.0f}, a0);
         c[j] = (a0 + b0)[0];
     }
 }
@@ -130,99 +59,71 @@ static inline void row_product(float *restrict c, int64_t n, int32_t e0, int32_t
 #undef W_
 #undef ROW_
 
-void pf_spmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *val,
-                     const float *B, int64_t ldb, float *C, int64_t ldc) {
-    assert(m0 <= m1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_product(C + (int64_t)m * ldc + n0, n, rowptr[m], rowptr[m + 1], col, NULL, val, B + n0, ldb);
-    }
-}
-
-void pf_spmm_t_generic(int32_t k0, int32_t k1, int64_t N, const int32_t *colptr, const int32_t *row,
-                       const int32_t *perm, const float *val, const float *D, int64_t ldd, float *C, int64_t ldc) {
-    assert(k0 <= k1 && N >= 0);
-    for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-        const int64_t n = N - n0 < TILE ? N - n0 : TILE;
-        for (int32_t k = k0; k < k1; k++)
-            row_product(C + (int64_t)k * ldc + n0, n, colptr[k], colptr[k + 1], row, perm, val, D + n0, ldd);
-    }
-}
-
 static inline v4 fold8(v8 x) { return (v4){x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]}; }
-static inline float hsum4(v4 x) { return (x[0] + x[2]) + (x[1] + x[3]); }
+static inline float sp_hsum(v8 x) {
+    const v4 y = fold8(x);
+    return (y[0] + y[2]) + (y[1] + y[3]);
+}
+static inline v8 sp_fmav(v8 acc, v8 x, v8 y) { return fma8(x, y, acc); }
+static inline float sp_fmas(float acc, float x, float y) { return fmas(x, y, acc); }
 
-/* out[e] (+)= dot(a[0:n], Bm[idx[e] * ldb + 0:n]) for e in [e0, e1) */
-static inline void row_dots(float *restrict out, int accumulate, int64_t n, int32_t e0, int32_t e1,
-                            const int32_t *restrict idx, const float *restrict a, const float *Bm, int64_t ldb) {
-    int32_t e = e0;
-    for (; e + 4 <= e1; e += 4) {
-        const float *p0 = Bm + (int64_t)idx[e] * ldb, *p1 = Bm + (int64_t)idx[e + 1] * ldb;
-        const float *p2 = Bm + (int64_t)idx[e + 2] * ldb, *p3 = Bm + (int64_t)idx[e + 3] * ldb;
-        v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0;
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) {
-            const v8 x = ld8(a + j);
-            s0 += x * ld8(p0 + j);
-            s1 += x * ld8(p1 + j);
-            s2 += x * ld8(p2 + j);
-            s3 += x * ld8(p3 + j);
-        }
-        v4 u0 = fold8(s0), u1 = fold8(s1), u2 = fold8(s2), u3 = fold8(s3);
-        for (; j + 4 <= n; j += 4) {
-            const v4 x = ld4(a + j);
-            u0 += x * ld4(p0 + j);
-            u1 += x * ld4(p1 + j);
-            u2 += x * ld4(p2 + j);
-            u3 += x * ld4(p3 + j);
-        }
-        float r0 = hsum4(u0), r1 = hsum4(u1), r2 = hsum4(u2), r3 = hsum4(u3);
-        for (; j < n; j++) {
-            r0 += a[j] * p0[j];
-            r1 += a[j] * p1[j];
-            r2 += a[j] * p2[j];
-            r3 += a[j] * p3[j];
-        }
-        if (accumulate) {
-            out[e] += r0;
-            out[e + 1] += r1;
-            out[e + 2] += r2;
-            out[e + 3] += r3;
-        } else {
-            out[e] = r0;
-            out[e + 1] = r1;
-            out[e + 2] = r2;
-            out[e + 3] = r3;
-        }
-    }
-    for (; e < e1; e++) {
-        const float *p = Bm + (int64_t)idx[e] * ldb;
-        v8 s = splat8(0.0f), t = s;
-        int64_t j = 0;
-        for (; j + 16 <= n; j += 16) {
-            s += ld8(a + j) * ld8(p + j);
-            t += ld8(a + j + 8) * ld8(p + j + 8);
-        }
-        for (; j + 8 <= n; j += 8) s += ld8(a + j) * ld8(p + j);
-        float d = hsum4(fold8(s + t));
-        for (; j < n; j++) d += a[j] * p[j];
-        out[e] = accumulate ? out[e] + d : d;
-    }
+/* pairwise sums of x and y as AVX's hadd does them, in each half: {x0+x1, x2+x3, y0+y1, y2+y3, x4+x5, ...} */
+static inline v8 hadd8(v8 x, v8 y) {
+    return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) +
+           __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
 }
 
-void pf_sddmm_generic(int32_t m0, int32_t m1, int64_t N, const int32_t *rowptr, const int32_t *col, const float *A,
-                      int64_t lda, const float *B, int64_t ldb, float *out) {
-    assert(m0 <= m1 && N >= 0);
-    if (N == 0) {
-        for (int32_t e = rowptr[m0]; e < rowptr[m1]; e++) out[e] = 0.0f;
-        return;
-    }
-    /* 1 KiB of every B row per tile: the tile of B stays in L2 while all rows of the range pass over it */
-    enum { DTILE = 256 };
-    for (int64_t n0 = 0; n0 < N; n0 += DTILE) {
-        const int64_t n = N - n0 < DTILE ? N - n0 : DTILE;
-        for (int32_t m = m0; m < m1; m++)
-            row_dots(out, n0 > 0, n, rowptr[m], rowptr[m + 1], col, A + (int64_t)m * lda + n0, B + n0, ldb);
-    }
+/* {sum(s0), ..., sum(s7)} in three levels of pairwise sums */
+static inline v8 hsum8x8(v8 s0, v8 s1, v8 s2, v8 s3, v8 s4, v8 s5, v8 s6, v8 s7) {
+    const v8 u0 = hadd8(hadd8(s0, s1), hadd8(s2, s3)), u1 = hadd8(hadd8(s4, s5), hadd8(s6, s7));
+    return __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
+
+/* Eight kept weights of a row at once (spmm_tiled.h's SDDMM and fused backward), over n, a multiple of 8:
+ * every load of a serves eight products, and one reduction tree gives the eight sums. */
+enum { SP_GROUP = 8 };
+
+/* r[q] = dot(a[0:n], p[q][0:n]) */
+static inline void sp_group_dots(float *restrict r, const float *const *p, const float *restrict a, int64_t n) {
+    v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int64_t j = 0; j < n; j += 8) {
+        const v8 x = ld8(a + j);
+        s0 = fma8(x, ld8(p[0] + j), s0);
+        s1 = fma8(x, ld8(p[1] + j), s1);
+        s2 = fma8(x, ld8(p[2] + j), s2);
+        s3 = fma8(x, ld8(p[3] + j), s3);
+        s4 = fma8(x, ld8(p[4] + j), s4);
+        s5 = fma8(x, ld8(p[5] + j), s5);
+        s6 = fma8(x, ld8(p[6] + j), s6);
+        s7 = fma8(x, ld8(p[7] + j), s7);
+    }
+    st8(r, hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7));
+}
+
+/* one 8-column step of a kept weight in the fused backward: its dot product, and its share of dX^T */
+static inline void grad8(v8 x, const float *p, float *d, float w, v8 *s) {
+    *s = fma8(x, ld8(p), *s);
+    st8(d, fma8(splat8(w), x, ld8(d)));
+}
+
+/* r[q] = dot(a[0:n], p[q][0:n]) and d[q][0:n] += w[q] * a[0:n] */
+static inline void sp_group_grad(float *restrict r, const float *const *p, float *const *d, const float *w,
+                                 const float *restrict a, int64_t n) {
+    v8 s0 = splat8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int64_t j = 0; j < n; j += 8) {
+        const v8 x = ld8(a + j);
+        grad8(x, p[0] + j, d[0] + j, w[0], &s0);
+        grad8(x, p[1] + j, d[1] + j, w[1], &s1);
+        grad8(x, p[2] + j, d[2] + j, w[2], &s2);
+        grad8(x, p[3] + j, d[3] + j, w[3], &s3);
+        grad8(x, p[4] + j, d[4] + j, w[4], &s4);
+        grad8(x, p[5] + j, d[5] + j, w[5], &s5);
+        grad8(x, p[6] + j, d[6] + j, w[6], &s6);
+        grad8(x, p[7] + j, d[7] + j, w[7], &s7);
+    }
+    st8(r, hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7));
+}
+
+#define SP_NAME(op) pf_##op##_generic
+#include "spmm_tiled.h"
