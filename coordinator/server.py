@@ -184,7 +184,7 @@ class Coordinator:
             sent.append(cid)
         wait = deadline_s if deadline_s is not None else self.config.deadline_s if deadline else None
         # a step without the round deadline (initial pruning: minutes to hours) stops waiting on SIGTERM
-        got = self.transport.gather(sent, r, wait, interruptible=True) if not deadline else \
+        got = self.transport.gather_interruptible(sent, r, wait) if not deadline else \
             self.transport.gather(sent, r, wait)
         got.sent_to = sent
         for f in got.failures:

@@ -44,6 +44,12 @@ class Transport(ABC):
     def available_clients(self) -> list[str]:
         """Ids of the clients that can take a task now."""
 
+    def gather_interruptible(self, client_ids: Sequence[str], round_index: int,
+                             deadline_s: float | None) -> Gathered:
+        """:meth:`gather` that returns as soon as :attr:`stop` is set (its clients failed with "stopped"), for
+        initial pruning's long wait; a transport whose gather never blocks long needs nothing more than gather."""
+        return self.gather(client_ids, round_index, deadline_s)
+
     def client_info(self, client_id: str) -> dict[str, Any]:
         """What a client announced about itself (``n_samples``, ``profile``, ``threads`` ...); may be empty."""
         return {}
@@ -59,10 +65,8 @@ class Transport(ABC):
         training."""
 
     @abstractmethod
-    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
-               interruptible: bool = False) -> Gathered:
-        """Results of ``round_index`` from these clients, waiting at most ``deadline_s`` seconds (None: no limit);
-        ``interruptible``: return as soon as :attr:`stop` is set.
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
+        """Results of ``round_index`` from these clients, waiting at most ``deadline_s`` seconds (None: no limit).
 
         Late, stale or duplicate messages are not the transport's business beyond passing them on: the
         coordinator checks round and mask version. A client that did not answer in time is a failure.

@@ -48,8 +48,7 @@ class InProcTransport(Transport):
         self._pending[client_id] = task
         return task_nbytes(task, federation=self.federation, sender=self.sender, sizes=self.sizes)
 
-    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
-               interruptible: bool = False) -> Gathered:
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
         out = Gathered()
         for cid in sorted(client_ids):
             task = self._pending.pop(cid, None)

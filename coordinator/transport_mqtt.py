@@ -209,6 +209,10 @@ class MqttTransport(Transport):
         self.bytes_sent += n
         return n
 
+    def gather_interruptible(self, client_ids: Sequence[str], round_index: int,
+                             deadline_s: float | None) -> Gathered:
+        return self.gather(client_ids, round_index, deadline_s, interruptible=True)
+
     def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
                interruptible: bool = False) -> Gathered:
         out = Gathered()
