@@ -68,6 +68,7 @@ class CoordOptions(RunOptions):
     username: str | None = None
     password_file: str | None = None
     max_payload_bytes: int = 4 * 2**20
+    max_packet_bytes: int | None = None  # None: the limit the broker announces (MQTT 5 CONNACK), if any
     max_message_bytes: int | None = None  # None: derived from the model (Limits.for_model)
     min_clients: int = 2
     wait_timeout: float = 600.0
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--password-file", help="file holding the broker password")
     g.add_argument("--max-payload-bytes", type=int,
                    help=f"larger tasks go in chunks (default {d.max_payload_bytes})")
+    g.add_argument("--max-packet-bytes", type=int,
+                   help="the broker's packet limit when it does not announce one (an MQTT 5 broker's announced limit "
+                        "is read and honoured without this)")
     g.add_argument("--max-message-bytes", type=int,
                    help="largest (reassembled) result accepted; partial chunked results held are bounded by twice this "
                         "(default: from the model, what its largest honest result can be x 1.25 + 1 MiB)")
@@ -148,6 +152,8 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
                           (o.spawn_edges >= 0, "--spawn-edges must be >= 0"),
                           (o.edge_threads > 0, "--edge-threads > 0"),
                           (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
+                          (o.max_packet_bytes is None or o.max_packet_bytes >= 4096,
+                           "--max-packet-bytes must be >= 4096 (or left out: the broker's announced limit)"),
                           (o.max_message_bytes is None or o.max_message_bytes >= 65536,
                            "--max-message-bytes must be >= 65536 (or left out: derived from the model)"),
                           (bool(o.out), "--out must name a directory")])
@@ -303,7 +309,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         # reconnecting after a broker restart: at most a quarter of the round deadline between attempts, so the
         # round's results still come in time
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
-                          username=opts.username, password=password,
+                          username=opts.username, password=password, max_packet_bytes=opts.max_packet_bytes,
                           max_backoff_s=min(BrokerConfig.max_backoff_s, opts.deadline / 4))
         pshapes = spec.param_shapes()
         limits = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable],
@@ -434,6 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:  # the engine or a method (e.g. initial pruning failed at every edge)
         print(f"prunefl-coord: error: {e}", file=sys.stderr)
         return ExitCode.DATA
+    trained = [r for r in coord.records if r.get("stage") == "train" and r.get("clients")]
+    empty = [r["round"] + 1 for r in trained if not r.get("results")]
+    if trained and len(empty) == len(trained):
+        print(f"prunefl-coord: no round got a result ({len(trained)} rounds with tasks sent, 0 results): the "
+              "model did not learn. Check the edges' logs and the broker's log (a result above the broker's "
+              "packet limit, max_packet_size, is dropped with the connection: give --max-packet-bytes when the "
+              f"broker does not announce it); outputs in {opts.out}", file=sys.stderr)
+        return ExitCode.BROKER
+    if empty:
+        print(f"prunefl-coord: warning: {len(empty)} of {len(trained)} rounds got no result (rounds "
+              f"{', '.join(map(str, empty[:20]))}{', ...' if len(empty) > 20 else ''})", file=sys.stderr)
     last = next((r for r in reversed(coord.records) if r.get("accuracy") is not None), None)
     print(f"prunefl-coord: {coord.state.round} rounds; accuracy {last['accuracy'] if last else float('nan'):.4f}, "
           f"density {coord.state.density():.4f}; outputs in {opts.out} (report.html, metrics.jsonl, model.onnx)",

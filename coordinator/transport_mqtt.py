@@ -203,8 +203,11 @@ class MqttTransport(Transport):
         data = encode_task(task, federation=self.federation, sender=self.sender, model=self.model, sizes=self.sizes)
         self._task_ids[client_id] = peek_header(data, self.limits).msg_id
         n = 0
-        for part in split_message(data, self.max_payload, federation=self.federation, sender=self.sender):
-            self.client.publish(self.topics.task(client_id), part)
+        topic = self.topics.task(client_id)
+        # below the packet limit in play (the broker's, read at connection, or the configured one)
+        payload = self.client.payload_limit(topic, self.max_payload)
+        for part in split_message(data, payload, federation=self.federation, sender=self.sender):
+            self.client.publish(topic, part)
             n += len(part)
         self.bytes_sent += n
         return n

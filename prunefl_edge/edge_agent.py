@@ -355,9 +355,11 @@ class EdgeAgent:
                                   trainer.importance_version, trainer.importance_samples)
 
     def _publish_result(self, data: bytes) -> None:
-        for part in split_message(data, self.cfg.max_payload_bytes, federation=self.cfg.federation,
-                                  sender=self.cfg.id):
-            self.client.publish(self.topics.result(self.cfg.id), part)
+        topic = self.topics.result(self.cfg.id)
+        # below the packet limit in play (the broker's, read at connection, or the configured one)
+        payload = self.client.payload_limit(topic, self.cfg.max_payload_bytes)
+        for part in split_message(data, payload, federation=self.cfg.federation, sender=self.cfg.id):
+            self.client.publish(topic, part)
             self.counters["bytes_sent"] += len(part)
 
     def _reject(self, msg: Decoded, reason: str, needs_full_mask: bool) -> None:

@@ -2,7 +2,7 @@
 firmware_scripts/edge.toml.example for every key with its meaning.
 
     [edge]   id, federation, threads, state_dir, max_payload_bytes, max_message_bytes
-    [broker] url, keepalive, ca_file, cert_file, key_file, username, password_file
+    [broker] url, keepalive, ca_file, cert_file, key_file, username, password_file, max_packet_bytes
     [data]   path, format, partition, num_partitions, partition_index, seed
     [profile] measure, model, file, comm_s_per_weight
 """
@@ -55,7 +55,8 @@ class EdgeConfig:
 
 _SECTIONS = {
     "edge": {"id", "federation", "threads", "state_dir", "max_payload_bytes", "max_message_bytes"},
-    "broker": {"url", "keepalive", "ca_file", "cert_file", "key_file", "username", "password_file"},
+    "broker": {"url", "keepalive", "ca_file", "cert_file", "key_file", "username", "password_file",
+               "max_packet_bytes"},
     "data": {"path", "format", "partition", "num_partitions", "partition_index", "seed"},
     "profile": {"measure", "model", "file", "comm_s_per_weight"},
 }
@@ -132,7 +133,7 @@ def load_edge_config(path: str) -> EdgeConfig:
                       keepalive=_get(broker, "keepalive", int, where, 30),
                       ca_file=_get(broker, "ca_file", str, where), cert_file=_get(broker, "cert_file", str, where),
                       key_file=_get(broker, "key_file", str, where), username=_get(broker, "username", str, where),
-                      password=password)
+                      password=password, max_packet_bytes=_get(broker, "max_packet_bytes", int, where))
     try:
         bc.check()
     except ValueError as e:

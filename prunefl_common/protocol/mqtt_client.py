@@ -9,7 +9,15 @@
   ``max_backoff_s`` (default 2 s: a broker restart of a few seconds costs a round's results at most that much;
   the coordinator bounds it by a quarter of its round deadline); subscriptions are renewed on every connection;
 * an optional Last Will (the edge's "offline" status);
-* TCP_NODELAY on every connection (``BrokerConfig.tcp_nodelay``).
+* TCP_NODELAY on every connection (``BrokerConfig.tcp_nodelay``);
+* a packet limit: the smaller of ``BrokerConfig.max_packet_bytes`` (configured) and the Maximum Packet Size the
+  broker announces in an MQTT 5 CONNACK (Mosquitto 2.0 does when ``max_packet_size`` is set; EMQX and AWS IoT
+  Core do too). The session itself stays MQTT 3.1.1 (``clean_session=False`` means the same on every broker), so
+  the limit is read by a short MQTT 5 probe connection under its own client id (clean start, no session kept)
+  after every connection; a broker that refuses the probe (3.1.1 only, or an ACL on client ids) leaves the
+  configured limit. :meth:`MqttClient.payload_limit` is the largest payload that fits on a topic, and
+  :meth:`MqttClient.publish` raises :class:`PacketTooLargeError` instead of sending a packet above the limit
+  (a broker drops the connection on such a packet, and a QoS-1 resend after every reconnect would loop).
 
 Received messages go to the ``on_message(topic, payload)`` callback, called on paho's network thread: keep it
 short (put the payload in a queue).
@@ -35,6 +43,21 @@ class BrokerConfigError(ValueError):
     """A broker URL or TLS/credential setting that cannot work; the message says what to change."""
 
 
+class PacketTooLargeError(ConnectionError):
+    """A publish that would exceed the packet limit in play (the broker's or the configured one): refused here,
+    never sent (the broker would drop the connection and the resend after reconnecting would loop)."""
+
+
+def publish_packet_size(topic: str, payload_len: int) -> int:
+    """Bytes of an MQTT 3.1.1 QoS-1 PUBLISH packet: fixed header (1 byte + remaining length), topic (2 + its
+    UTF-8 bytes), packet id (2), payload."""
+    rest = 2 + len(topic.encode()) + 2 + payload_len
+    return 1 + (1 if rest < 128 else 2 if rest < 16384 else 3 if rest < 2097152 else 4) + rest
+
+
+PROBE_TIMEOUT_S = 5.0  # the MQTT 5 probe that reads the broker's Maximum Packet Size
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     url: str = "mqtt://127.0.0.1:1883"
@@ -50,6 +73,8 @@ class BrokerConfig:
     # the peer's delayed ack (bench/bench_fleet.py, 10 light edges: round overhead 47 ms with Nagle, 12 ms without
     # it on the clients and in Mosquitto, whose config provision_broker.sh writes with set_tcp_nodelay)
     tcp_nodelay: bool = True
+    # the largest MQTT packet to send, whatever the broker announces (None: the broker's announced limit only)
+    max_packet_bytes: int | None = None
 
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the URL."""
@@ -77,6 +102,8 @@ class BrokerConfig:
             raise BrokerConfigError("cert_file and key_file go together: set both (client certificate) or neither")
         if (self.cert_file or self.ca_file) and not tls:
             raise BrokerConfigError(f"TLS files are set but the URL {self.url!r} is not mqtts://: use mqtts://")
+        if self.max_packet_bytes is not None and self.max_packet_bytes < 4096:
+            raise BrokerConfigError(f"max_packet_bytes {self.max_packet_bytes} is too small: use >= 4096")
         if self.password is not None and self.username is None:
             raise BrokerConfigError("a password without a username: set username too")
         for what in ("ca_file", "cert_file", "key_file"):
@@ -113,6 +140,8 @@ class MqttClient:
         self._on_connect_cb = on_connect
         self.connected = threading.Event()
         self.connects = 0
+        self.broker_max_packet: int | None = None  # what the broker announced (MQTT 5 CONNACK), if it did
+        self.limit_known = threading.Event()  # set once a probe after a connection has ended (announced or not)
         self._started = False
         self._host, self._port, _ = config.endpoint()
         c = self._paho(clean_session=False)
@@ -126,9 +155,13 @@ class MqttClient:
         c.on_message = self._handle_message
         self._client = c
 
-    def _paho(self, clean_session: bool) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
-                        protocol=mqtt.MQTTv311)
+    def _paho(self, clean_session: bool, probe_id: str | None = None) -> mqtt.Client:
+        """The session's MQTT 3.1.1 client; with ``probe_id``, an MQTT 5 client under that id (clean start)."""
+        if probe_id is None:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
+                            protocol=mqtt.MQTTv311)
+        else:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=probe_id, protocol=mqtt.MQTTv5)
         if self.config.endpoint()[2]:
             try:
                 ctx = ssl.create_default_context(cafile=self.config.ca_file)
@@ -166,6 +199,61 @@ class MqttClient:
             c.disconnect()
             c.loop_stop()
 
+    def probe_max_packet(self, timeout_s: float = PROBE_TIMEOUT_S) -> int | None:
+        """The Maximum Packet Size the broker announces to an MQTT 5 client (None: none announced, or the probe
+        was refused or timed out). One connection under ``<client_id>-limit-<random>``, clean start, closed at once."""
+        c = self._paho(clean_session=True, probe_id=f"{self.client_id}-limit-{random.getrandbits(32):08x}")
+        got: list[int | None] = []
+        done = threading.Event()
+
+        def on_connect(client: mqtt.Client, userdata: object, flags: object, rc: mqtt.ReasonCode,
+                       props: object) -> None:
+            value = getattr(props, "MaximumPacketSize", None) if not rc.is_failure else None
+            got.append(value if isinstance(value, int) else None)
+            done.set()
+
+        c.on_connect = on_connect
+        try:
+            c.connect(self._host, self._port, keepalive=max(self.config.keepalive, 10))
+        except (OSError, ValueError) as e:
+            log.debug("packet-limit probe of %s:%d failed: %s", self._host, self._port, e)
+            return None
+        c.loop_start()
+        try:
+            done.wait(timeout_s)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        return got[0] if got else None
+
+    def _read_limit(self) -> None:
+        try:
+            announced = self.probe_max_packet()
+        except Exception:  # the limit stays the configured one; a probe bug must not cost the connection
+            log.exception("packet-limit probe failed")
+            announced = None
+        if announced is not None and announced != self.broker_max_packet:
+            log.info("broker %s:%d announces a maximum packet of %d bytes", self._host, self._port, announced)
+        self.broker_max_packet = announced
+        self.limit_known.set()
+
+    @property
+    def packet_limit(self) -> int | None:
+        """The smallest packet limit in play (configured, or announced by the broker), None if there is none."""
+        known = [v for v in (self.config.max_packet_bytes, self.broker_max_packet) if v is not None]
+        return min(known) if known else None
+
+    def payload_limit(self, topic: str, configured: int, wait_s: float = PROBE_TIMEOUT_S + 1.0) -> int:
+        """The largest payload to publish on ``topic``: ``configured``, or less when the packet limit in play
+        (with the PUBLISH header and the topic) leaves less. Waits up to ``wait_s`` for the broker's limit to be
+        read after a connection."""
+        if self.connected.is_set():
+            self.limit_known.wait(wait_s)
+        limit = self.packet_limit
+        if limit is None:
+            return configured
+        return min(configured, limit - (publish_packet_size(topic, limit) - limit))
+
     # ---- paho callbacks (network thread) ---------------------------------------------------------------
     def _handle_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                         reason_code: mqtt.ReasonCode, properties: object) -> None:
@@ -177,6 +265,8 @@ class MqttClient:
             client.subscribe(topic, qos=1)
         log.info("connected to %s:%d as %s (session present: %s)", self._host, self._port, self.client_id,
                  flags.session_present)
+        self.limit_known.clear()
+        threading.Thread(target=self._read_limit, name=f"mqtt-limit-{self.client_id}", daemon=True).start()
         self.connected.set()
         if self._on_connect_cb is not None:
             self._on_connect_cb()
@@ -208,7 +298,14 @@ class MqttClient:
         return self.connected.wait(wait_s) if wait_s is not None else self.connected.is_set()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        """Queue a QoS-1 message; paho delivers it (again after a reconnect) until the broker acknowledges."""
+        """Queue a QoS-1 message; paho delivers it (again after a reconnect) until the broker acknowledges.
+        PacketTooLargeError (nothing sent) when the packet would exceed the packet limit in play."""
+        limit = self.packet_limit
+        if limit is not None and publish_packet_size(topic, len(payload)) > limit:
+            raise PacketTooLargeError(
+                f"a {len(payload)}-byte message on {topic} would exceed the {limit}-byte packet limit "
+                f"({'announced by the broker' if limit == self.broker_max_packet else 'configured'}); "
+                "not sent: chunk below it (max_payload_bytes) or raise the broker's max_packet_size")
         return self._client.publish(topic, payload, qos=1, retain=retain)
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout_s: float = 5.0) -> None:
