@@ -13,10 +13,13 @@
 * a packet limit: the smaller of ``BrokerConfig.max_packet_bytes`` (configured) and the Maximum Packet Size the
   broker announces in an MQTT 5 CONNACK (Mosquitto 2.0 does when ``max_packet_size`` is set; EMQX and AWS IoT
   Core do too). The session itself stays MQTT 3.1.1 (``clean_session=False`` means the same on every broker), so
-  the limit is read by a short MQTT 5 probe connection under its own client id (clean start, no session kept)
-  after every connection; a broker that refuses the probe (3.1.1 only, or an ACL on client ids) leaves the
-  configured limit. :meth:`MqttClient.payload_limit` is the largest payload that fits on a topic, and
-  :meth:`MqttClient.publish` raises :class:`PacketTooLargeError` instead of sending a packet above the limit
+  the limit is read by a short MQTT 5 probe connection at :meth:`MqttClient.start`, before the session connects
+  (never while it is connected: a broker with ``use_username_as_clientid``, as provision_broker.sh writes, gives
+  the probe the session's own client id, and a probe would take the session over). The probe keeps whatever
+  session the broker hands it (no clean start, session kept, nothing acknowledged: a message queued for the
+  session is delivered again to the session). A broker that refuses the probe (3.1.1 only, an ACL) or is not up
+  at start leaves the configured limit. :meth:`MqttClient.payload_limit` is the largest payload that fits on a
+  topic, and :meth:`MqttClient.publish` raises :class:`PacketTooLargeError` instead of sending a packet above the limit
   (a broker drops the connection on such a packet, and a QoS-1 resend after every reconnect would loop).
 
 Received messages go to the ``on_message(topic, payload)`` callback, called on paho's network thread: keep it
@@ -35,6 +38,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +146,7 @@ class MqttClient:
         self.connected = threading.Event()
         self.connects = 0
         self.broker_max_packet: int | None = None  # what the broker announced (MQTT 5 CONNACK), if it did
-        self.limit_known = threading.Event()  # set once a probe after a connection has ended (announced or not)
+        self.limit_known = threading.Event()  # set once the probe at start has ended (announced or not)
         self._started = False
         self._host, self._port, _ = config.endpoint()
         c = self._paho(clean_session=False)
@@ -161,7 +166,8 @@ class MqttClient:
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
                             protocol=mqtt.MQTTv311)
         else:
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=probe_id, protocol=mqtt.MQTTv5)
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=probe_id, protocol=mqtt.MQTTv5,
+                            manual_ack=True)
         if self.config.endpoint()[2]:
             try:
                 ctx = ssl.create_default_context(cafile=self.config.ca_file)
@@ -201,8 +207,11 @@ class MqttClient:
 
     def probe_max_packet(self, timeout_s: float = PROBE_TIMEOUT_S) -> int | None:
         """The Maximum Packet Size the broker announces to an MQTT 5 client (None: none announced, or the probe
-        was refused or timed out). One connection under ``<client_id>-limit-<random>``, clean start, closed at once."""
-        c = self._paho(clean_session=True, probe_id=f"{self.client_id}-limit-{random.getrandbits(32):08x}")
+        was refused or timed out). One connection under ``<client_id>-limit`` (or, under
+        ``use_username_as_clientid``, the session's id), closed at once: no clean start and the session kept, so
+        a session the broker hands it survives; messages queued for it are not acknowledged (redelivered to the
+        session). Call it only while the session is not connected."""
+        c = self._paho(clean_session=False, probe_id=f"{self.client_id}-limit")
         got: list[int | None] = []
         done = threading.Event()
 
@@ -213,8 +222,11 @@ class MqttClient:
             done.set()
 
         c.on_connect = on_connect
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0xFFFFFFFF  # as long as a 3.1.1 persistent session (the broker's expiry)
         try:
-            c.connect(self._host, self._port, keepalive=max(self.config.keepalive, 10))
+            c.connect(self._host, self._port, keepalive=max(self.config.keepalive, 10), clean_start=False,
+                      properties=props)
         except (OSError, ValueError) as e:
             log.debug("packet-limit probe of %s:%d failed: %s", self._host, self._port, e)
             return None
@@ -243,12 +255,9 @@ class MqttClient:
         known = [v for v in (self.config.max_packet_bytes, self.broker_max_packet) if v is not None]
         return min(known) if known else None
 
-    def payload_limit(self, topic: str, configured: int, wait_s: float = PROBE_TIMEOUT_S + 1.0) -> int:
+    def payload_limit(self, topic: str, configured: int) -> int:
         """The largest payload to publish on ``topic``: ``configured``, or less when the packet limit in play
-        (with the PUBLISH header and the topic) leaves less. Waits up to ``wait_s`` for the broker's limit to be
-        read after a connection."""
-        if self.connected.is_set():
-            self.limit_known.wait(wait_s)
+        (with the PUBLISH header and the topic) leaves less."""
         limit = self.packet_limit
         if limit is None:
             return configured
@@ -265,8 +274,6 @@ class MqttClient:
             client.subscribe(topic, qos=1)
         log.info("connected to %s:%d as %s (session present: %s)", self._host, self._port, self.client_id,
                  flags.session_present)
-        self.limit_known.clear()
-        threading.Thread(target=self._read_limit, name=f"mqtt-limit-{self.client_id}", daemon=True).start()
         self.connected.set()
         if self._on_connect_cb is not None:
             self._on_connect_cb()
@@ -292,6 +299,7 @@ class MqttClient:
         """Connect in the background (retrying with back-off); with ``wait_s``, wait that long for the first
         connection and return whether it came."""
         if not self._started:
+            self._read_limit()  # before the session connects (see the module's docstring)
             self._client.connect_async(self._host, self._port, keepalive=self.config.keepalive)
             self._client.loop_start()
             self._started = True
