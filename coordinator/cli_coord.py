@@ -242,6 +242,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     from coordinator.transport_mqtt import MqttTransport
     from prunefl_common.model_spec import spec_to_dict
     from prunefl_common.protocol.mqtt_client import BrokerConfig
+    from prunefl_common.run_id import new_run_id, with_run
     from prunefl_common.time_model import TimeModel, load_profile
     from prunefl_edge.engine import Network
     from prunefl_edge.inputs import load_data, load_model
@@ -267,6 +268,9 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         refuse_to_overwrite(ckpt, out)
         masks = {i: np.ones(p.shape, bool) for i, p in enumerate(spec.param_shapes()) if p.prunable}
         state = GlobalState.create(weights, masks, opts.seed)
+    if not isinstance(state.extra.get("run_id"), str):  # a new run, or a checkpoint from before run ids
+        state.extra["run_id"] = new_run_id()
+    log.info("run %s (the edges resume only state of this run)", state.extra["run_id"])
 
     broker = None
     edges = None
@@ -279,7 +283,8 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         password = Path(opts.password_file).read_text().strip() if opts.password_file else None
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
                           username=opts.username, password=password)
-        transport = MqttTransport(bc, opts.federation, spec_to_dict(spec), client_id=opts.client_id,
+        transport = MqttTransport(bc, opts.federation, with_run(spec_to_dict(spec), state.extra["run_id"]),
+                                  client_id=opts.client_id,
                                   max_payload_bytes=opts.max_payload_bytes,
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
         transport.start(fresh=not opts.resume)
