@@ -56,6 +56,7 @@ from prunefl_common.protocol.wire import (
 )
 from prunefl_common.run_id import split_run
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
+from prunefl_common.version import version
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.edge_profile import announced, device_profile
 from prunefl_edge.memory_phases import HeapReturn, PhasePeaks
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.npz"
 STATE_FORMAT = "prunefl-edge-state/1"
-SOFTWARE = "prunefl-edge 0.1.0"
+SOFTWARE = f"prunefl-edge {version()}"
 
 
 def load_local_data(cfg: EdgeConfig) -> tuple[np.ndarray, np.ndarray, int]:
