@@ -106,6 +106,9 @@ for v in "$EDGE_ID" "$FEDERATION"; do
     [ -z "$v" ] || [[ $v =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "$E_USAGE" "'$v': ids are 1-64 of [A-Za-z0-9_.-]"
 done
 [ -z "$BROKER" ] || [[ $BROKER =~ ^mqtts?://[^[:space:]\"]+$ ]] || die "$E_USAGE" "--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT"
+if [[ $BROKER == mqtt://* ]] && [ -n "$CREDS" ] && [ -f "$CREDS/client.crt" ]; then
+    die "$E_USAGE" "--broker $BROKER with client certificates from --credentials: certificates need TLS, use mqtts://"
+fi
 if [ -n "$CREDS" ]; then
     [ -f "$CREDS/ca.crt" ] || die "$E_ENV" "--credentials $CREDS: no ca.crt there (give provision_broker.sh's clients/<id>/)"
     { [ -f "$CREDS/client.crt" ] && [ -f "$CREDS/client.key" ]; } || [ -f "$CREDS/password" ] \
@@ -128,19 +131,38 @@ CHOWN=0
 if [ -z "$ROOT" ] && { [ "$USERADD" = 1 ] || getent passwd "$USER_NAME" >/dev/null; }; then CHOWN=1; fi
 
 # -- 1. apt ----------------------------------------------------------------------------------------------------
+# Only what this install needs: a wheel needs Python's venv, and OpenBLAS only when its C core links it (a
+# cross-built wheel does not: PF_USE_BLAS=OFF); a source build also needs the compiler, CMake and BLAS headers.
+# Nothing missing: apt is not run at all (an offline Pi installing from --wheels never needs the network).
+APT_GET=${APT_GET:-apt-get}            # (tests put stubs in their place)
+DPKG_QUERY=${DPKG_QUERY:-dpkg-query}
+wheel_links_openblas() {
+    "$PY" - "$WHEEL" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = [n for n in z.namelist() if n.endswith("/libprunefl.so")]
+    sys.exit(0 if any(b"libopenblas" in z.read(n) for n in names) else 1)
+PY
+}
 if [ "$APT" = 1 ]; then
-    pkgs=(python3 python3-venv python3-pip libopenblas0)
-    [ -z "$SOURCE" ] || pkgs+=(cmake gcc libc6-dev libopenblas-dev)
+    if [ -n "$WHEEL" ]; then
+        pkgs=(python3 python3-venv)
+        if wheel_links_openblas; then pkgs+=(libopenblas0); fi
+    else
+        pkgs=(python3 python3-venv python3-pip libopenblas0 cmake gcc libc6-dev libopenblas-dev)
+    fi
     missing=()
     for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        # shellcheck disable=SC2016  # ${Status} is dpkg-query's field, not the shell's
+        "$DPKG_QUERY" -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        run apt-get update -qq || die "$E_STEP" "apt-get update failed (network? /etc/apt/sources.list?)"
-        run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+        note "apt: installing ${missing[*]} (needed, not installed)"
+        run "$APT_GET" update -qq || die "$E_STEP" "apt-get update failed (network? /etc/apt/sources.list?); install ${missing[*]} by hand, then run again with --no-apt"
+        run env DEBIAN_FRONTEND=noninteractive "$APT_GET" install -y -qq "${missing[@]}" \
             || die "$E_STEP" "apt-get install ${missing[*]} failed"
     else
-        note "apt: ${pkgs[*]} already installed"
+        note "apt: nothing missing (${pkgs[*]} installed): apt-get not run"
     fi
 fi
 
@@ -178,8 +200,34 @@ if [ "$PIP" = 1 ]; then
         # the device distribution of the source tree (prunefl_common + prunefl_edge + the C core), not the server
         target=$("$SOURCE/packaging/stage.sh" edge "$(mktemp -d)/prunefl-edge") || die "$E_STEP" "staging $SOURCE failed"
     fi
-    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${offline[@]}" "$target" \
+    # the version installed and the one to install: a rebuilt wheel of the same version (a build outside git, or
+    # PRUNEFL_VERSION fixed) is reinstalled, not skipped by pip as "already installed"
+    old=""
+    if [ -x "$R$VENV/bin/python" ]; then
+        old=$("$R$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prunefl-edge"))' 2>/dev/null) || old=""
+    fi
+    if [ -n "$WHEEL" ]; then
+        new=$(basename "$WHEEL"); new=${new#prunefl_edge-}; new=${new%%-*}
+    else
+        new=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$target/pyproject.toml")
+    fi
+    force=()
+    if [ -z "$old" ]; then
+        what="installing prunefl-edge $new"
+    elif [ "$old" = "$new" ]; then
+        what="reinstalling prunefl-edge $new (the same version is installed: the build may differ)"
+        force=(--force-reinstall --no-deps)
+    else
+        what="upgrading prunefl-edge from $old to $new"
+    fi
+    if [ "$DRY" = 1 ]; then note "would be $what"; else note "$what"; fi
+    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${force[@]}" "${offline[@]}" "$target" \
         || die "$E_STEP" "pip install failed (output above); from source it needs: sudo apt-get install cmake gcc libc6-dev"
+    if [ "$DRY" = 0 ]; then
+        now=$("$R$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prunefl-edge"))' 2>/dev/null) || now=""
+        [ "$now" = "$new" ] || die "$E_STEP" "after pip install, prunefl-edge is ${now:-absent}, not $new"
+        note "prunefl-edge ${old:+$old -> }$now installed"
+    fi
 fi
 
 # -- 5. configuration ------------------------------------------------------------------------------------------
@@ -192,6 +240,10 @@ else
     [ -z "$EDGE_ID" ] || sed_args+=(-e "s|^id = \"[^\"]*\"|id = \"$EDGE_ID\"|")
     [ -z "$FEDERATION" ] || sed_args+=(-e "s|^federation = \"[^\"]*\"|federation = \"$FEDERATION\"|")
     [ -z "$BROKER" ] || sed_args+=(-e "s|^url = \"[^\"]*\"|url = \"$BROKER\"|")
+    if [[ $BROKER == mqtt://* ]]; then   # no TLS: the TLS lines off, or `check` refuses the config
+        sed_args+=(-e "s|^ca_file = |# ca_file = |" -e "s|^cert_file = |# cert_file = |" -e "s|^key_file = |# key_file = |")
+        note "warning: $BROKER is not encrypted: use mqtt:// only on a trusted network"
+    fi
     if [ -n "$CREDS" ] && [ ! -f "$CREDS/client.crt" ] && [ -f "$CREDS/password" ]; then   # password login
         sed_args+=(-e "s|^cert_file = |# cert_file = |" -e "s|^key_file = |# key_file = |"
                    -e "s|^# username = .*|username = \"${EDGE_ID:-CHANGE-ME}\"|" -e "s|^# password_file = |password_file = |")
@@ -246,7 +298,11 @@ if [ "$SYSTEMCTL" = 1 ]; then
     else
         run systemctl restart prunefl-edge.service \
             || die "$E_STEP" "systemctl restart prunefl-edge failed: journalctl -u prunefl-edge -n 50"
-        note "started: systemctl status prunefl-edge; journalctl -u prunefl-edge -f"
+        if [ "$DRY" = 1 ]; then
+            note "would be (re)started (dry run: not started)"
+        else
+            note "started: systemctl status prunefl-edge; journalctl -u prunefl-edge -f"
+        fi
     fi
 fi
 if [ "$DRY" = 1 ]; then note "dry run: nothing changed"; else note "done"; fi

@@ -187,6 +187,129 @@ def test_install_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert not root.exists() or not any(root.iterdir())
 
 
+def test_install_dry_run_with_an_edge_id_does_not_claim_it_started(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), "--dry-run", "--no-apt", "--no-useradd", "--no-pip", "--edge-id", "pi-07")
+    assert r.returncode == 0, r.stderr
+    assert "systemctl restart" in r.stdout and "dry run: not started" in r.stdout
+    assert "started:" not in r.stdout and r.stdout.rstrip().endswith("dry run: nothing changed")
+    assert not root.exists() or not any(root.iterdir())
+
+
+def fake_wheel(d: Path, version: str, marker: str, openblas: bool = False) -> Path:
+    """A minimal prunefl-edge wheel (pure Python, no dependencies) whose package says which build it is; its
+    "library" names libopenblas among its strings when ``openblas``, as a BLAS build's ELF does."""
+    import zipfile
+
+    d.mkdir(parents=True, exist_ok=True)
+    whl = d / f"prunefl_edge-{version}-py3-none-any.whl"
+    info = f"prunefl_edge-{version}.dist-info"
+    files = {"prunefl_edge/__init__.py": f"BUILD = {marker!r}\n",
+             "prunefl_edge/_lib/libprunefl.so": "\x7fELF" + ("\0libopenblas.so.0\0" if openblas else "\0libm.so.6\0"),
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: prunefl-edge\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    with zipfile.ZipFile(whl, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+        z.writestr(f"{info}/RECORD", "".join(f"{n},,\n" for n in [*files, f"{info}/RECORD"]))
+    return whl
+
+
+def test_install_upgrades_a_rebuilt_wheel_and_says_from_which_version_to_which(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    steps = ("--root", str(root), "--no-apt", "--no-useradd", "--no-systemctl", "--wheels", str(deps))
+    site = root / "opt/prunefl-edge/venv/lib"
+
+    def build() -> str:
+        (init,) = site.glob("python3*/site-packages/prunefl_edge/__init__.py")
+        return init.read_text()
+
+    r = run(INSTALL, *steps, "--wheel", str(fake_wheel(tmp_path / "w1", "0.1.0+g1", "one")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "installing prunefl-edge 0.1.0+g1" in r.stdout and "prunefl-edge 0.1.0+g1 installed" in r.stdout
+    assert "'one'" in build()
+    # rebuilt with the same version: reinstalled (pip alone would say "already installed" and keep the old code)
+    r = run(INSTALL, *steps, "--wheel", str(fake_wheel(tmp_path / "w2", "0.1.0+g1", "two")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reinstalling prunefl-edge 0.1.0+g1" in r.stdout and "--force-reinstall" in r.stdout
+    assert "'two'" in build()
+    # a new version: an upgrade, from which to which
+    r = run(INSTALL, *steps, "--wheel", str(fake_wheel(tmp_path / "w3", "0.1.0+g2", "three")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "upgrading prunefl-edge from 0.1.0+g1 to 0.1.0+g2" in r.stdout and "0.1.0+g1 -> 0.1.0+g2" in r.stdout
+    assert "--force-reinstall" not in r.stdout
+    assert "'three'" in build()
+
+
+def apt_stubs(tmp_path: Path, installed: set[str], apt_fails: bool = False) -> dict[str, str]:
+    """dpkg-query that reports ``installed`` as installed, apt-get that logs its arguments (and fails: offline)."""
+    bin_dir = tmp_path / "stubs"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "installed").write_text("".join(f"{p}\n" for p in sorted(installed)))
+    dpkg = bin_dir / "dpkg-query"
+    dpkg.write_text(f'#!/bin/sh\nfor p; do :; done\ngrep -qx "$p" {tmp_path / "installed"} && printf "install ok '
+                    'installed"\nexit 0\n')
+    apt = bin_dir / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$@" >>{tmp_path / "apt.log"}\nexit {100 if apt_fails else 0}\n')
+    for f in (dpkg, apt):
+        f.chmod(0o755)
+    return {"DPKG_QUERY": str(dpkg), "APT_GET": str(apt)}
+
+
+def apt_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "apt.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize(("openblas", "installed", "apt_fails", "asked"), [
+    (False, {"python3", "python3-venv"}, True, None),  # offline, nothing missing: apt never runs
+    (False, {"python3"}, False, ["python3-venv"]),  # only what is missing, and no OpenBLAS for a wheel without it
+    (True, {"python3", "python3-venv"}, False, ["libopenblas0"]),  # a wheel whose core links OpenBLAS
+])
+def test_install_with_a_wheel_asks_apt_only_for_what_the_wheel_needs(tmp_path: Path, openblas: bool,
+                                                                    installed: set[str], apt_fails: bool,
+                                                                    asked: list[str] | None) -> None:
+    whl = fake_wheel(tmp_path / "w", "0.1.0", "x", openblas=openblas)
+    r = run(INSTALL, "--root", str(tmp_path / "root"), "--no-useradd", "--no-pip", "--no-systemctl", "--wheel",
+            str(whl), env=apt_stubs(tmp_path, installed, apt_fails))
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = apt_calls(tmp_path)
+    if asked is None:
+        assert calls == [] and "apt: nothing missing" in r.stdout
+    else:
+        install = [c for c in calls if c.startswith("install")]
+        assert len(install) == 1 and install[0].split()[-len(asked):] == asked, calls
+        assert "libopenblas0" not in install[0] or openblas
+
+
+def test_install_offline_with_something_missing_fails_saying_what(tmp_path: Path) -> None:
+    whl = fake_wheel(tmp_path / "w", "0.1.0", "x")
+    r = run(INSTALL, "--root", str(tmp_path / "root"), "--no-useradd", "--no-pip", "--no-systemctl", "--wheel",
+            str(whl), env=apt_stubs(tmp_path, {"python3"}, apt_fails=True))
+    assert r.returncode == 4 and "python3-venv" in r.stderr and "libopenblas0" not in r.stdout + r.stderr
+
+
+def test_install_plain_mqtt_without_credentials_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
+    from prunefl_edge.edge_config import load_edge_config
+
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), *OFFLINE, "--edge-id", "pi-07", "--broker", "mqtt://broker.lan:1883")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not encrypted" in r.stdout
+    conf = root / "etc/prunefl-edge/edge.toml"
+    broker = tomllib.loads(conf.read_text())["broker"]
+    assert broker["url"] == "mqtt://broker.lan:1883"
+    assert not {"ca_file", "cert_file", "key_file"} & broker.keys()
+    load_edge_config(str(conf)).broker.check()  # what `prunefl-edge check` checks of the broker settings
+    # certificates cannot go without TLS: refused before anything is written
+    pki = provisioned(tmp_path)
+    r = run(INSTALL, "--root", str(tmp_path / "root2"), *OFFLINE, "--broker", "mqtt://broker.lan:1883",
+            "--credentials", str(pki / "clients" / "pi-07"))
+    assert r.returncode == 2 and "use mqtts://" in r.stderr
+
+
 @pytest.mark.parametrize(("args", "code"), [
     (["--help"], 0), (["--bogus"], 2), (["--prefix", "relative"], 2), (["--edge-id", "a/b"], 2),
     (["--broker", "http://x"], 2), (["--wheel", "/nonexistent.whl"], 3), (["--source", "/"], 3),
