@@ -85,20 +85,11 @@ from coordinator.aggregation import aggregate_results, kept_index  # noqa: E402
 from coordinator.result_check import train_result_problem  # noqa: E402
 from prunefl_common.mask_delta import MaskDeltaError, apply_mask_delta  # noqa: E402
 from prunefl_common.messages import MaskUpdate, Task, TaskKind, TrainConfig, TrainResult, kept_values  # noqa: E402
+from prunefl_common.protocol import wire  # noqa: E402
 from prunefl_common.protocol.chunks import Reassembler, split_message  # noqa: E402
 from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient  # noqa: E402
 from prunefl_common.protocol.recent import RecentIds  # noqa: E402
 from prunefl_common.protocol.topics import Topics  # noqa: E402
-from prunefl_common.protocol.wire import (  # noqa: E402
-    ProtocolError,
-    RejectMsg,
-    StatusMsg,
-    decode,
-    encode_reject,
-    encode_result,
-    encode_status,
-    encode_task,
-)
 
 log = logging.getLogger("bench_fleet")
 
@@ -236,7 +227,7 @@ class LightFleet:
             info = {"n_samples": e.n_samples, "threads": 1, "num_classes": self.job.num_classes,
                     "input_shape": list(self.job.input_shape), "software": SOFTWARE, "mask_version": held,
                     "profile": None, **e.counters}
-        return encode_status(StatusMsg(state, info), federation=FEDERATION, sender=e.id)
+        return wire.encode_status(wire.StatusMsg(state, info), federation=FEDERATION, sender=e.id)
 
     def _announce(self, e: LightEdge) -> None:
         assert e.client is not None
@@ -258,8 +249,8 @@ class LightFleet:
             whole = e.reasm.feed(payload, now)
             if whole is None:
                 return
-            msg = decode(whole)
-        except ProtocolError as err:
+            msg = wire.decode(whole)
+        except wire.ProtocolError as err:
             log.warning("%s: dropped an undecodable task message: %s", eid, err)
             return
         task = msg.body
@@ -281,7 +272,7 @@ class LightFleet:
         else:
             masks = e.masks.get(mu.version)
         if masks is None:
-            self._send(e, now, [encode_reject(RejectMsg(f"mask version {mu.version} unknown here", True),
+            self._send(e, now, [wire.encode_reject(wire.RejectMsg(f"mask version {mu.version} unknown here", True),
                                               federation=FEDERATION, sender=e.id, round=task.round,
                                               mask_version=mu.version)])
             e.counters["tasks_rejected"] += 1
@@ -291,7 +282,7 @@ class LightFleet:
             del e.masks[v]
         result = TrainResult(e.id, task.round, mu.version, e.n_samples, self.kept(e.variant, mu.version, masks),
                              None, loss=0.5, accuracy=0.8, compute_s=self.job.train_s)
-        data = encode_result(result, federation=FEDERATION, sender=e.id)
+        data = wire.encode_result(result, federation=FEDERATION, sender=e.id)
         parts = split_message(data, MAX_PAYLOAD, federation=FEDERATION, sender=e.id)
         e.counters["tasks_done"] += 1
         self._send(e, now + self.job.train_s, parts)
@@ -359,16 +350,17 @@ class CoordJob:
 
 def in_process_round(coord: Any, n_edges: int, repeat: int = 7) -> float:
     """Median seconds of one round's message work without MQTT: encode the N tasks (as ``MqttTransport.send``),
-    decode N results and N statuses, check the results (as ``run_round``) and aggregate them."""
+    wire.decode N results and N statuses, check the results (as ``run_round``) and aggregate them."""
     st = coord.state
     tr = coord.transport
     sent = kept_values(st.weights, st.masks)
     variants = [kept_values(variant_weights(st.weights, v), st.masks) for v in range(VARIANTS)]
     ids = [edge_id(i) for i in range(n_edges)]
-    results = [encode_result(TrainResult(cid, st.round, st.mask_version, 100, variants[i % VARIANTS], None, 0.5, 0.8,
-                                         0.1), federation=FEDERATION, sender=cid) for i, cid in enumerate(ids)]
-    statuses = [encode_status(StatusMsg("online", {"n_samples": 100, "threads": 1, "software": SOFTWARE}),
-                              federation=FEDERATION, sender=cid) for cid in ids]
+    results = [wire.encode_result(TrainResult(cid, st.round, st.mask_version, 100, variants[i % VARIANTS], None, 0.5,
+                                              0.8, 0.1), federation=FEDERATION, sender=cid)
+               for i, cid in enumerate(ids)]
+    statuses = [wire.encode_status(wire.StatusMsg("online", {"n_samples": 100, "threads": 1, "software": SOFTWARE}),
+                                   federation=FEDERATION, sender=cid) for cid in ids]
     cfg = TrainConfig(lr=coord.config.lr, local_steps=coord.config.local_steps, batch_size=coord.config.batch_size)
     index = kept_index(st.masks)
     times = []
@@ -376,11 +368,11 @@ def in_process_round(coord: Any, n_edges: int, repeat: int = 7) -> float:
         t0 = time.perf_counter()
         for _cid in ids:
             task = Task(st.round, TaskKind.TRAIN, MaskUpdate(st.mask_version), sent, cfg)
-            split_message(encode_task(task, federation=FEDERATION, sender=tr.sender, model=tr.model, sizes=tr.sizes),
-                          MAX_PAYLOAD, federation=FEDERATION, sender=tr.sender)
+            data = wire.encode_task(task, federation=FEDERATION, sender=tr.sender, model=tr.model, sizes=tr.sizes)
+            split_message(data, MAX_PAYLOAD, federation=FEDERATION, sender=tr.sender)
         for s in statuses:
-            decode(s)
-        got = [decode(b).body for b in results]
+            wire.decode(s)
+        got = [wire.decode(b).body for b in results]
         for r in got:
             if train_result_problem(r, st.masks, coord.shapes, True, sent, None) is not None:
                 raise RuntimeError("the in-process reference built an invalid result")
@@ -658,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"ms, {os.cpu_count()} CPUs shared by coordinator, broker and light edges\n")
     print(table(rows))
     print("\noverhead = round wall time - slowest simulated training (what coordinator + broker + network add); "
-          "CPU columns are per round; in-process = the same round's encode/decode/check/aggregate without MQTT, "
+          "CPU columns are per round; in-process = the same round's encode/wire.decode/check/aggregate without MQTT, "
           "in the coordinator process.")
     if args.json is not None:
         args.json.write_text(json.dumps({"model": args.model, "dataset": dataset, "density": args.density,

@@ -21,15 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator import run_options
 from coordinator.method_factory import make_method
-from coordinator.run_options import (
-    RunOptions,
-    UsageError,
-    add_run_arguments,
-    check_run_options,
-    given_values,
-    option_names,
-)
+from coordinator.run_options import RunOptions, UsageError
 from coordinator.run_outputs import write_outputs
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.simulation import build_simulation
@@ -57,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prunefl-sim", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Exit codes: 0 ok, 2 usage/config error, 3 data/model error, 130 interrupted.")
-    groups = add_run_arguments(
+    groups = run_options.add_run_arguments(
         p, d, data_title="data and model", dataset_help="mnist5k, digits, or a data file/directory",
         threads_help="C core threads per network",
         profile_help="device profile for simulated time: pi4-reference or a JSON file from `prunefl-edge profile`",
@@ -76,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
     args = build_parser().parse_args(argv)
-    return make_options(given_values(args, option_names(SimOptions))), bool(args.quiet)
+    return make_options(run_options.given_values(args, run_options.option_names(SimOptions))), bool(args.quiet)
 
 
 def make_options(values: dict[str, Any]) -> SimOptions:
@@ -84,7 +78,7 @@ def make_options(values: dict[str, Any]) -> SimOptions:
         opts = SimOptions(**values)
     except TypeError as e:
         raise UsageError(str(e)) from e
-    check_run_options(opts, [(opts.clients > 0, "--clients must be positive")])
+    run_options.check_run_options(opts, [(opts.clients > 0, "--clients must be positive")])
     return opts
 
 

@@ -299,12 +299,14 @@ class Network:
     def init_weights(self, seed: int = 0) -> None:
         """PyTorch's default initialisation: weights and biases uniform in +-1/sqrt(fan_in)."""
         rng = np.random.default_rng(seed)
-        weights = []
-        for p in self.param_shapes:
+        chunk = 1 << 20  # float64 draws in slices: the same stream as one draw per parameter, without its copy
+        for i, p in enumerate(self.param_shapes):
             fan_in = int(np.prod(self.param_shapes[self._weight_of(p.layer)].shape[1:]))
             bound = 1.0 / math.sqrt(fan_in)
-            weights.append(rng.uniform(-bound, bound, p.shape).astype(np.float32))
-        self.set_weights(weights)
+            w = np.empty(p.size, np.float32)
+            for a in range(0, p.size, chunk):
+                w[a:a + chunk] = rng.uniform(-bound, bound, min(chunk, p.size - a))
+            self.set_param(i, w.reshape(p.shape))
 
     def _weight_of(self, layer: int) -> int:
         return next(i for i, p in enumerate(self.param_shapes) if p.layer == layer and p.prunable)

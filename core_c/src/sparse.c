@@ -53,10 +53,10 @@ static pf_status conv_offsets(const pf_weight *wt, csr_state *s) {
     return PF_OK;
 }
 
-/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with values from w_dense and momentum from
- * mom_dense (NULL: zero). */
-static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float *w_dense, const float *mom_dense,
-                           csr_state *s) {
+/* Builds CSR (and, for a layer that uses it, the CSC view) of `mask` with the values and momentum wt holds now at the
+ * positions kept before and after (dense or CSR state; a newly kept position starts at zero with zero momentum).
+ * No dense temporary: from a CSR state each row is merged with the old row (both ascending in column). */
+static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, csr_state *s) {
     const int32_t M = wt->M, K = wt->K;
     int64_t nnz = 0;
     for (int64_t i = 0; i < wt->size; i++) nnz += mask[i] != 0;
@@ -78,16 +78,30 @@ static pf_status csr_build(const pf_weight *wt, const uint8_t *mask, const float
         csr_free(s);
         return PF_ERR_NOMEM;
     }
+    const int mom = wt->mom_live;
     int32_t e = 0;
     for (int32_t m = 0; m < M; m++) {
         s->rowptr[m] = e;
-        const uint8_t *mrow = mask + (int64_t)m * K;
-        const float *wrow = w_dense + (int64_t)m * K;
+        const int64_t base = (int64_t)m * K;
+        const uint8_t *mrow = mask + base, *was = wt->mask + base;
+        int32_t q = wt->sparse ? wt->rowptr[m] : 0;
+        const int32_t q_end = wt->sparse ? wt->rowptr[m + 1] : 0;
         for (int32_t k = 0; k < K; k++) {
             if (!mrow[k]) continue;
+            float v = 0.0f, mv = 0.0f;
+            if (wt->sparse) {
+                while (q < q_end && wt->col[q] < k) q++;
+                if (q < q_end && wt->col[q] == k) {
+                    v = wt->val[q];
+                    if (mom) mv = wt->vmom[q];
+                }
+            } else if (was[k]) {
+                v = wt->w[base + k];
+                if (mom && wt->mom) mv = wt->mom[base + k];
+            }
             s->col[e] = k;
-            s->val[e] = wrow[k];
-            if (mom_dense) s->vmom[e] = mom_dense[(int64_t)m * K + k];
+            s->val[e] = v;
+            s->vmom[e] = mv;
             if (s->colptr) s->colptr[k + 1]++;
             e++;
         }
@@ -178,28 +192,10 @@ static void current_csr(const pf_weight *wt, csr_state *s) {
 }
 
 pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_sparse) {
-    float *wd = malloc((size_t)wt->size * sizeof(float));
-    float *md = wt->mom_live ? malloc((size_t)wt->size * sizeof(float)) : NULL;
-    if (!wd || (wt->mom_live && !md)) {
-        free(wd);
-        free(md);
-        return PF_ERR_NOMEM;
-    }
-    pf_weight_read(wt, wd);
-    if (md) read_state(wt, wt->mom, wt->vmom, md);
-    /* the new mask: pruned positions and newly kept ones start at zero with zero momentum */
-    for (int64_t i = 0; i < wt->size; i++) {
-        const int keep = new_mask[i] != 0, was = wt->mask[i] != 0;
-        if (!keep || !was) {
-            wd[i] = 0.0f;
-            if (md) md[i] = 0.0f;
-        }
-    }
+    /* pruned positions and newly kept ones end at zero with zero momentum; no dense temporary of the weight */
     if (want_sparse) {
         csr_state s;
-        pf_status st = csr_build(wt, new_mask, wd, md, &s);
-        free(wd);
-        free(md);
+        pf_status st = csr_build(wt, new_mask, &s);
         if (st != PF_OK) return st;
         csr_state old;
         current_csr(wt, &old);
@@ -208,14 +204,37 @@ pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_spa
         adopt_csr(wt, &s);
         wt->sparse = 1;
         wt->nnz = wt->rowptr[wt->M];
-    } else {
-        float *gw = wt->sparse || !wt->gw ? calloc((size_t)wt->size, sizeof(float)) : wt->gw;
-        if (!gw) {
-            free(wd);
+    } else if (!wt->sparse) { /* dense to dense: in place */
+        int64_t nnz = 0;
+        for (int64_t i = 0; i < wt->size; i++) {
+            const int keep = new_mask[i] != 0;
+            nnz += keep;
+            if (!keep || !wt->mask[i]) {
+                wt->w[i] = 0.0f;
+                if (wt->mom) wt->mom[i] = 0.0f;
+            }
+        }
+        if (wt->gw) memset(wt->gw, 0, (size_t)wt->size * sizeof(float));
+        wt->nnz = nnz;
+    } else { /* sparse to dense: the new dense buffers, filled from the CSR state where still kept */
+        float *w = calloc((size_t)wt->size, sizeof(float));
+        float *md = wt->mom_live ? calloc((size_t)wt->size, sizeof(float)) : NULL;
+        float *gw = calloc((size_t)wt->size, sizeof(float));
+        if (!w || !gw || (wt->mom_live && !md)) {
+            free(w);
             free(md);
+            free(gw);
             return PF_ERR_NOMEM;
         }
-        if (gw == wt->gw) memset(gw, 0, (size_t)wt->size * sizeof(float));
+        int64_t nnz = 0;
+        for (int32_t m = 0; m < wt->M; m++)
+            for (int32_t e = wt->rowptr[m]; e < wt->rowptr[m + 1]; e++) {
+                const int64_t i = (int64_t)m * wt->K + wt->col[e];
+                if (!new_mask[i]) continue;
+                w[i] = wt->val[e];
+                if (md) md[i] = wt->vmom[e];
+            }
+        for (int64_t i = 0; i < wt->size; i++) nnz += new_mask[i] != 0;
         csr_state old;
         current_csr(wt, &old);
         csr_free(&old);
@@ -224,12 +243,11 @@ pf_status pf_weight_rebuild(pf_weight *wt, const uint8_t *new_mask, int want_spa
         wt->coff = wt->toff = wt->chptr = NULL;
         free(wt->w);
         free(wt->mom);
-        wt->w = wd;
+        free(wt->gw);
+        wt->w = w;
         wt->mom = md;
         wt->gw = gw;
         wt->sparse = 0;
-        int64_t nnz = 0;
-        for (int64_t i = 0; i < wt->size; i++) nnz += new_mask[i] != 0;
         wt->nnz = nnz;
     }
     if (new_mask != wt->mask) memcpy(wt->mask, new_mask, (size_t)wt->size);

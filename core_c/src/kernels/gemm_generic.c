@@ -11,6 +11,8 @@
 #define GB_MR 6
 #define GB_NR 16
 
+#include "gemm_tail.h"
+
 static void gb_ukernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c, int64_t ldc,
                        int mr, int nr, float alpha, float beta, int first) {
     v8 c00 = splat8(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -56,13 +58,7 @@ static void gb_ukernel(int64_t kc, const float *restrict a, const float *restric
     }
     float t[GB_MR][GB_NR];
     memcpy(t, acc, sizeof t);
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        for (int j = 0; j < nr; j++) {
-            const float r = alpha * t[i][j];
-            ci[j] = !first ? ci[j] + r : beta == 0.0f ? r : beta * ci[j] + r;
-        }
-    }
+    gb_store_tail(t, mr, nr, alpha, beta, first, c, ldc);
 }
 
 #include "gemm_blocked.h"

@@ -9,6 +9,8 @@
 #define GB_MR 8
 #define GB_NR 8
 
+#include "gemm_tail.h"
+
 static inline void store_row(float *c, float32x4_t r0, float32x4_t r1, float beta, int first) {
     if (!first) {
         r0 = vaddq_f32(vld1q_f32(c), r0);
@@ -57,13 +59,7 @@ static void gb_ukernel(int64_t kc, const float *restrict a, const float *restric
         vst1q_f32(t[i], acc[i][0]);
         vst1q_f32(t[i] + 4, acc[i][1]);
     }
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        for (int j = 0; j < nr; j++) {
-            const float r = alpha * t[i][j];
-            ci[j] = !first ? ci[j] + r : beta == 0.0f ? r : beta * ci[j] + r;
-        }
-    }
+    gb_store_tail(t, mr, nr, alpha, beta, first, c, ldc);
 }
 
 #include "gemm_blocked.h"
