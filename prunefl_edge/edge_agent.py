@@ -163,6 +163,7 @@ class EdgeAgent:
         with self.memory.phase("start"):
             self._read_saved_state()
             self.load_profile()
+        self.write_status_file()  # from the start (before the broker answers), as README's Operations says
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)

@@ -5,6 +5,7 @@ fed to its message handler and its publications captured."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -124,3 +125,19 @@ def test_tasks_without_a_run_id_bind_by_model_only(tmp_path: Path, caplog) -> No
     second._handle(_task(1, 1, None, mask_full=False))
     assert isinstance(_answers(second)[0], TrainResult)
     assert "resumed: mask version 1" in caplog.text
+
+
+def test_status_json_is_written_at_start_before_any_task(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    seen = {}
+
+    def start(wait_s=None):  # the broker connection: by then status.json is there
+        seen["status"] = (tmp_path / "status.json").read_text() if (tmp_path / "status.json").exists() else None
+        agent.stop_event.set()
+
+    agent.client.start = start  # type: ignore[method-assign]
+    agent.client.stop = lambda final=None: None  # type: ignore[method-assign]
+    agent.run()
+    assert seen["status"] is not None
+    info = json.loads(seen["status"])
+    assert info["tasks_done"] == 0 and info["n_samples"] == 60 and info["software"].startswith("prunefl-edge ")
