@@ -60,6 +60,7 @@ from prunefl_common.version import version
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.edge_profile import announced, device_profile
 from prunefl_edge.memory_phases import HeapReturn, PhasePeaks
+from prunefl_edge.profiler import ProfileInterrupted
 from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,9 @@ class EdgeAgent:
             self._read_saved_state()
             self.load_profile()
         self.write_status_file()  # from the start (before the broker answers), as README's Operations says
+        if self.stop_event.is_set():  # stopped during the start (the first-start profile): never connected
+            log.info("edge %s stopped before connecting", self.cfg.id)
+            return
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -213,7 +217,10 @@ class EdgeAgent:
         the edge runs without one: training matters more than the coordinator's time model."""
         try:
             self.profile = device_profile(self.cfg.profile, self.state_dir, tuple(self.x.shape[1:]),
-                                          self.num_classes, self.cfg.threads, self._net_factory)
+                                          self.num_classes, self.cfg.threads, self._net_factory,
+                                          stop=self.stop_event.is_set)
+        except ProfileInterrupted:
+            log.warning("device profile interrupted by the stop: not cached, measured again at the next start")
         except (ProfileError, InputError, ValueError, RuntimeError, OSError) as e:
             log.error("no device profile (%s): fix [profile] in %s, or set measure = false there", e,
                       self.cfg.source or "the config")
