@@ -18,8 +18,8 @@ usage() {
 Usage: $PROG [--arch aarch64|armhf|all] [--dist DIR] [--deps] [--test] [--python PY]
 
 Cross-builds the prunefl-edge wheel for Raspberry Pi OS on this machine (no Pi needed).
-  --arch A      aarch64: 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W); armhf: 32-bit (ARMv7 + NEON, Pi 2 v1.2
-                and later); all: both (default aarch64)
+  --arch A      aarch64: 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W), NEON kernels; armhf: 32-bit (ARMv7,
+                Pi 2 v1.2 and later), portable C kernels (isa portable-c); all: both (default aarch64)
   --dist DIR    output directory (default $SRC/dist)
   --deps        also download the dependencies' wheels for the target (CPython 3.11, Raspberry Pi OS 12), from
                 the package index; aarch64 only (32-bit wheels come from piwheels on the Pi itself)
@@ -74,8 +74,14 @@ for arch in "${ARCHES[@]}"; do
     command -v "$triple-gcc" >/dev/null || die "$E_ENV" "$triple-gcc is missing: sudo apt-get install $pkg"
     toolchain=$HERE/toolchains/$([ "$arch" = aarch64 ] && echo aarch64-linux-gnu || echo armhf-linux-gnueabihf).cmake
     out=$DIST/$arch
-    rm -rf "$out" && mkdir -p "$out"
-    note "$arch: building the wheel (C core cross-compiled with $triple-gcc, portable kernels + NEON where the ISA has it)"
+    # only this build's earlier wheels go: deps/ (the offline dependency set, perhaps downloaded elsewhere) stays
+    mkdir -p "$out"
+    find "$out" -maxdepth 1 -name 'prunefl_edge-*.whl' -delete
+    case $arch in
+        aarch64) kernels="NEON kernels (isa aarch64-neon)" ;;
+        armhf) kernels="portable C kernels (isa portable-c: the NEON kernels are aarch64 only)" ;;
+    esac
+    note "$arch: building the wheel (C core cross-compiled with $triple-gcc, $kernels)"
     # sysconfig.get_platform() follows _PYTHON_HOST_PLATFORM, and scikit-build-core tags the wheel with it
     # the device distribution only (prunefl_common + prunefl_edge + the C core): no coordinator on a Pi
     staged=$("$SRC/packaging/stage.sh" edge "$SRC/build/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
@@ -99,11 +105,14 @@ EOF
     if [ "$DEPS" = 1 ]; then
         if [ "$arch" = aarch64 ]; then
             note "$arch: downloading the dependencies' wheels for CPython 3.11 on manylinux aarch64"
-            "$PY" -m pip download --quiet --dest "$out/deps" --only-binary=:all: --python-version 3.11 \
+            # into a new directory, then swapped in: a failed download leaves the previous set whole
+            rm -rf "$out/deps.new"
+            "$PY" -m pip download --quiet --dest "$out/deps.new" --only-binary=:all: --python-version 3.11 \
                 --implementation cp --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
                 --platform linux_aarch64 "$whl" \
-                || die "$E_STEP" "$arch: pip download failed (is the package index reachable?)"
-            rm -f "$out/deps/$(basename "$whl")"
+                || die "$E_STEP" "$arch: pip download failed (is the package index reachable?); $out/deps is unchanged"
+            rm -f "$out/deps.new/$(basename "$whl")"
+            rm -rf "$out/deps" && mv "$out/deps.new" "$out/deps"
             note "$arch: $(find "$out/deps" -name '*.whl' | wc -l) dependency wheels in $out/deps"
         else
             note "$arch: --deps skipped: install the dependencies on the Pi from piwheels (Raspberry Pi OS's default index)"

@@ -121,6 +121,11 @@ fi
 if [ "$DRY" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
     die "$E_ENV" "run as root: sudo $0 $*"
 fi
+MACHINE=${PRUNEFL_MACHINE:-$(uname -m)}   # (tests set it)
+case $MACHINE in
+    armv7l|armv6l|armhf)
+        note "32-bit ARM ($MACHINE): the C core runs its portable C kernels (isa portable-c), not the NEON kernels of the 64-bit build; the 64-bit Raspberry Pi OS is faster" ;;
+esac
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null 2>&1 || die "$E_ENV" "$PY not found: sudo apt-get install python3 python3-venv"
 

@@ -196,6 +196,14 @@ def test_install_dry_run_with_an_edge_id_does_not_claim_it_started(tmp_path: Pat
     assert not root.exists() or not any(root.iterdir())
 
 
+def test_install_on_32_bit_arm_says_it_runs_portable_c(tmp_path: Path) -> None:
+    r = run(INSTALL, "--root", str(tmp_path / "root"), "--dry-run", *OFFLINE, env={"PRUNEFL_MACHINE": "armv7l"})
+    assert r.returncode == 0, r.stderr
+    assert "portable C kernels (isa portable-c), not the NEON kernels" in r.stdout
+    r = run(INSTALL, "--root", str(tmp_path / "root"), "--dry-run", *OFFLINE, env={"PRUNEFL_MACHINE": "aarch64"})
+    assert "portable C" not in r.stdout
+
+
 def fake_wheel(d: Path, version: str, marker: str, openblas: bool = False) -> Path:
     """A minimal prunefl-edge wheel (pure Python, no dependencies) whose package says which build it is; its
     "library" names libopenblas among its strings when ``openblas``, as a BLAS build's ELF does."""
@@ -388,15 +396,22 @@ def test_cross_build_makes_a_wheel_per_pi_isa_that_pip_accepts_for_that_platform
     import zipfile
 
     dist = tmp_path / "dist"
+    kept = dist / "aarch64" / "deps" / "numpy-1.0-cp311-cp311-linux_aarch64.whl"  # an offline set from earlier
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"not touched")
     r = subprocess.run([str(CROSS), "--arch", "all", "--dist", str(dist), "--python", sys.executable],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert kept.read_bytes() == b"not touched"  # a rebuild without --deps keeps the dependency set
+    assert re.search(r"armhf: building the wheel .*portable C kernels", r.stdout), r.stdout
     for arch, tag, machine in (("aarch64", "linux_aarch64", 183), ("armhf", "linux_armv7l", 40)):
         (whl,) = (dist / arch).glob("prunefl_edge-*.whl")
         assert whl.name.endswith(f"-py3-none-{tag}.whl")
         with zipfile.ZipFile(whl) as z:
             so = z.read("prunefl_edge/_lib/libprunefl.so")
             assert so[:4] == b"\x7fELF" and int.from_bytes(so[18:20], "little") == machine  # e_machine
+            # what it runs, as its build info says: armhf has no NEON kernels, and the build says so
+            assert (b"isa aarch64-neon" if arch == "aarch64" else b"isa portable-c") in so
             names = z.namelist()
             assert "prunefl_edge/_lib/include/prunefl/prunefl.h" in names
             assert "prunefl_common/profiles/pi4-reference.json" in names
@@ -413,3 +428,18 @@ def test_cross_build_makes_a_wheel_per_pi_isa_that_pip_accepts_for_that_platform
         assert (target / "prunefl_edge" / "_lib" / "libprunefl.so").is_file()
     bad = subprocess.run([str(CROSS), "--arch", "mips"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--arch mips" in bad.stderr
+
+
+def test_make_pi_wheels_needs_the_cross_tool_chain_only() -> None:
+    r = subprocess.run(["make", "-n", "-C", str(ROOT), "pi-wheels"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = r.stdout.splitlines()
+    setup = [c for c in cmds if "setup.sh" in c]
+    assert setup and all("--build-only" in c for c in setup), cmds  # not `make deps` (PyTorch, valgrind, ...)
+    assert any("cross_build.sh" in c and "--deps" in c for c in cmds), cmds  # the wheels and their offline set
+    text = (ROOT / ".ci" / "setup.sh").read_text()
+    build_only = text[text.index('if [ "$BUILD_ONLY" = 1 ]; then\n    DEB_PACKAGES'):]
+    build_only = build_only[:build_only.index("fi\n")]
+    for tool in ("valgrind", "mosquitto", "qemu", "torch", "shellcheck"):
+        assert tool not in build_only, tool
+    assert text.index('echo "setup: ok (build only') < text.index("torch==")  # it stops before PyTorch
