@@ -40,7 +40,10 @@ Configuration (used only when $CONF_DIR/edge.toml does not exist yet):
                        clients/<id>/, into $CONF_DIR/tls/ (always, also to rotate credentials)
 Where:
   --prefix DIR         install prefix; the virtualenv is DIR/venv (default $PREFIX)
-  --root DIR           lay the files down under DIR (DESTDIR-style, for tests and images); implies no chown
+  --root DIR           lay the files down under DIR (DESTDIR-style, for tests and images); implies no chown and
+                       never runs the host's systemctl (the service is enabled by its wants link in DIR); the
+                       virtualenv is made by this machine's Python, so a DIR of another architecture is refused
+                       unless --no-pip (then run install.sh on the device, or in DIR under qemu-user-static)
 Steps to leave out:
   --no-apt             do not apt-get install dependencies
   --no-useradd         do not create the system user $USER_NAME
@@ -191,8 +194,19 @@ if [ "$CHOWN" = 1 ]; then
 fi
 
 # -- 4. virtualenv and the project -----------------------------------------------------------------------------
+# With --root the virtualenv is made by this machine's Python: right for a root of this machine's architecture,
+# never for an image of another one (its python would be this machine's, e.g. x86-64 in an arm64 image)
+elf_machine() { od -An -j18 -N2 -tu2 "$(realpath "$1")" 2>/dev/null | tr -d ' '; }
+FOREIGN=0
+if [ -n "$ROOT" ] && [ ! -x "$R$VENV/bin/python" ] && [ -e "$R/usr/bin/python3" ] &&
+   [ "$(elf_machine "$R/usr/bin/python3")" != "$(elf_machine "$("$PY" -c 'import sys; print(sys.executable)')")" ]; then
+    FOREIGN=1
+    [ "$PIP" = 0 ] || die "$E_ENV" "--root $ROOT holds another architecture's Python: the virtualenv must be made by it. Run install.sh inside the image (e.g. chroot $ROOT with qemu-user-static, or systemd-nspawn -D $ROOT), or lay down the files only with --no-pip and run install.sh on the device at first boot"
+fi
 if [ -x "$R$VENV/bin/python" ]; then
     note "virtualenv $VENV exists"
+elif [ "$FOREIGN" = 1 ]; then
+    note "virtualenv not made (the image's Python is another architecture's): run install.sh on the device, or in the image under qemu-user-static"
 else
     run "$PY" -m venv "$R$VENV" || die "$E_STEP" "python3 -m venv failed: sudo apt-get install python3-venv"
 fi
@@ -293,7 +307,16 @@ else
 fi
 
 # -- 7. enable and start ---------------------------------------------------------------------------------------
-if [ "$SYSTEMCTL" = 1 ]; then
+if [ "$SYSTEMCTL" = 1 ] && [ -n "$ROOT" ]; then
+    # an image: the host's systemd is none of its business; enabled as systemctl enable would, by the wants link
+    run install -d -m 0755 "$R$UNIT_DIR/multi-user.target.wants"
+    run ln -sfn "$UNIT_DIR/prunefl-edge.service" "$R$UNIT_DIR/multi-user.target.wants/prunefl-edge.service"
+    if { [ -f "$CONF" ] && grep -q '^id = "CHANGE-ME"' "$CONF"; } || { [ ! -f "$CONF" ] && [ -z "$EDGE_ID" ]; }; then
+        note "enabled in the image under $ROOT, not started (the host's systemctl not run): set the edge id in $CONF_DIR/edge.toml before its first boot"
+    else
+        note "enabled in the image under $ROOT, not started (the host's systemctl not run): it starts at the image's boot"
+    fi
+elif [ "$SYSTEMCTL" = 1 ]; then
     run systemctl daemon-reload || die "$E_STEP" "systemctl daemon-reload failed"
     run systemctl enable prunefl-edge.service || die "$E_STEP" "systemctl enable prunefl-edge failed"
     if [ "$START" = 0 ]; then

@@ -183,17 +183,18 @@ def test_install_dry_run_changes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "root"
     r = run(INSTALL, "--root", str(root), "--dry-run", "--no-apt", "--no-useradd")
     assert r.returncode == 0, r.stderr
-    assert "pip install" in r.stdout and "systemctl enable" in r.stdout and "not started" in r.stdout
+    # (with --root, enabling is the image's wants link, not the host's systemctl enable)
+    assert "pip install" in r.stdout and "multi-user.target.wants/prunefl-edge.service" in r.stdout
+    assert "not started" in r.stdout
     assert not root.exists() or not any(root.iterdir())
 
 
-def test_install_dry_run_with_an_edge_id_does_not_claim_it_started(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    r = run(INSTALL, "--root", str(root), "--dry-run", "--no-apt", "--no-useradd", "--no-pip", "--edge-id", "pi-07")
+def test_install_dry_run_with_an_edge_id_does_not_claim_it_started() -> None:
+    # on the real system (no --root): a dry run only prints, so this changes nothing here either
+    r = run(INSTALL, "--dry-run", "--no-apt", "--no-useradd", "--no-pip", "--edge-id", "pi-07")
     assert r.returncode == 0, r.stderr
     assert "systemctl restart" in r.stdout and "dry run: not started" in r.stdout
     assert "started:" not in r.stdout and r.stdout.rstrip().endswith("dry run: nothing changed")
-    assert not root.exists() or not any(root.iterdir())
 
 
 def test_install_on_32_bit_arm_says_it_runs_portable_c(tmp_path: Path) -> None:
@@ -202,6 +203,44 @@ def test_install_on_32_bit_arm_says_it_runs_portable_c(tmp_path: Path) -> None:
     assert "portable C kernels (isa portable-c), not the NEON kernels" in r.stdout
     r = run(INSTALL, "--root", str(tmp_path / "root"), "--dry-run", *OFFLINE, env={"PRUNEFL_MACHINE": "aarch64"})
     assert "portable C" not in r.stdout
+
+
+def foreign_root(root: Path) -> Path:
+    """A root whose /usr/bin/python3 is an aarch64 ELF (its header only: nothing runs it)."""
+    py = root / "usr/bin/python3"
+    py.parent.mkdir(parents=True)
+    py.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + (2).to_bytes(2, "little") + (183).to_bytes(2, "little")
+                   + bytes(44))
+    return root
+
+
+def test_install_root_for_an_image_never_runs_the_hosts_systemctl(tmp_path: Path) -> None:
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >>{tmp_path / 'systemctl.log'}\nexit 1\n")
+    (stubs / "systemctl").chmod(0o755)
+    root = tmp_path / "root"
+    r = run(INSTALL, "--root", str(root), "--no-apt", "--no-useradd", "--no-pip", "--edge-id", "pi-07",
+            env={"PATH": f"{stubs}:{os.environ['PATH']}", "SYSTEMD_VERSION": "252"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "systemctl.log").exists(), (tmp_path / "systemctl.log").read_text()
+    link = root / "etc/systemd/system/multi-user.target.wants/prunefl-edge.service"
+    assert link.is_symlink() and os.readlink(link) == "/etc/systemd/system/prunefl-edge.service"
+    assert "the host's systemctl not run" in r.stdout and "started:" not in r.stdout
+
+
+def test_install_root_of_another_architecture_refuses_the_hosts_python(tmp_path: Path) -> None:
+    root = foreign_root(tmp_path / "root")
+    r = run(INSTALL, "--root", str(root), "--no-apt", "--no-useradd", "--no-systemctl",
+            "--wheel", str(fake_wheel(tmp_path / "w", "0.1.0", "x")))
+    assert r.returncode == 3 and "another architecture's Python" in r.stderr and "qemu-user-static" in r.stderr
+    assert not (root / "opt/prunefl-edge/venv").exists()
+    # the files alone (--no-pip): laid down, no venv of the host's Python in the image
+    r = run(INSTALL, "--root", str(root), *OFFLINE, "--edge-id", "pi-07")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "virtualenv not made" in r.stdout and not (root / "opt/prunefl-edge/venv").exists()
+    assert (root / "etc/prunefl-edge/edge.toml").exists()
+    assert (root / "etc/systemd/system/prunefl-edge.service").exists()
 
 
 def fake_wheel(d: Path, version: str, marker: str, openblas: bool = False) -> Path:
