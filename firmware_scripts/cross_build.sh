@@ -15,12 +15,14 @@ E_USAGE=2 E_ENV=3 E_STEP=4
 
 usage() {
     cat <<EOF
-Usage: $PROG [--arch aarch64|armhf|all] [--dist DIR] [--deps] [--test] [--python PY]
+Usage: $PROG [--arch aarch64|armhf|all] [--dist DIR] [--build-dir DIR] [--deps] [--test] [--python PY]
 
 Cross-builds the prunefl-edge wheel for Raspberry Pi OS on this machine (no Pi needed).
   --arch A      aarch64: 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W), NEON kernels; armhf: 32-bit (ARMv7,
                 Pi 2 v1.2 and later), portable C kernels (isa portable-c); all: both (default aarch64)
   --dist DIR    output directory (default $SRC/dist)
+  --build-dir DIR  where the staged sources and build trees go (default $SRC/build; a read-only checkout: a new
+                directory under \$TMPDIR, said at start); the checkout itself is only read
   --deps        also download the dependencies' wheels for the target (CPython 3.11, Raspberry Pi OS 12), from
                 the package index; aarch64 only (32-bit wheels come from piwheels on the Pi itself)
   --test        also cross-build the C tests and run them under qemu (ctest)
@@ -34,13 +36,13 @@ EOF
 die() { local code=$1; shift; echo "$PROG: error: $*" >&2; exit "$code"; }
 note() { echo "$PROG: $*"; }
 
-ARCHES=(aarch64) DIST=$SRC/dist DEPS=0 TEST=0 PY=
+ARCHES=(aarch64) DIST=$SRC/dist DEPS=0 TEST=0 PY='' BUILD=''
 while [ $# -gt 0 ]; do
     case $1 in
         -h|--help) usage; exit 0 ;;
         --deps) DEPS=1 ;;
         --test) TEST=1 ;;
-        --arch|--dist|--python)
+        --arch|--dist|--python|--build-dir)
             [ $# -ge 2 ] || die "$E_USAGE" "$1 needs a value"
             case $1 in
                 --arch) case $2 in
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
                             *) die "$E_USAGE" "--arch $2: one of aarch64, armhf, all" ;;
                         esac ;;
                 --dist) DIST=$2 ;;
+                --build-dir) BUILD=$2 ;;
                 --python) PY=$2 ;;
             esac
             shift ;;
@@ -61,7 +64,17 @@ if [ -z "$PY" ]; then
 fi
 command -v "$PY" >/dev/null || die "$E_ENV" "no Python at '$PY' (give --python)"
 command -v cmake >/dev/null || die "$E_ENV" "cmake is missing: sudo apt-get install cmake"
-mkdir -p "$DIST"
+if [ -z "$BUILD" ]; then
+    if [ -w "$SRC" ] && { [ ! -e "$SRC/build" ] || [ -w "$SRC/build" ]; }; then
+        BUILD=$SRC/build
+    else
+        BUILD=$(mktemp -d "${TMPDIR:-/tmp}/prunefl-build.XXXXXX")
+        note "$SRC is read-only: building in $BUILD (--build-dir to choose)"
+    fi
+fi
+mkdir -p "$BUILD" || die "$E_ENV" "cannot create the build directory $BUILD (give --build-dir)"
+BUILD=$(cd "$BUILD" && pwd)
+mkdir -p "$DIST" 2>/dev/null || die "$E_ENV" "cannot create $DIST (a read-only checkout? give --dist DIR)"
 DIST=$(cd "$DIST" && pwd)
 
 for arch in "${ARCHES[@]}"; do
@@ -84,10 +97,10 @@ for arch in "${ARCHES[@]}"; do
     note "$arch: building the wheel (C core cross-compiled with $triple-gcc, $kernels)"
     # sysconfig.get_platform() follows _PYTHON_HOST_PLATFORM, and scikit-build-core tags the wheel with it
     # the device distribution only (prunefl_common + prunefl_edge + the C core): no coordinator on a Pi
-    staged=$("$SRC/packaging/stage.sh" edge "$SRC/build/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
+    staged=$("$SRC/packaging/stage.sh" edge "$BUILD/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
     _PYTHON_HOST_PLATFORM=$platform "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$out" "$staged" \
         -C "cmake.args=-DCMAKE_TOOLCHAIN_FILE=$toolchain" -C cmake.define.PF_NATIVE=OFF \
-        -C cmake.define.PF_USE_BLAS=OFF -C "build-dir=$SRC/build/wheel-$arch" \
+        -C cmake.define.PF_USE_BLAS=OFF -C "build-dir=$BUILD/wheel-$arch" \
         || die "$E_STEP" "$arch: pip wheel failed (output above)"
     whl=$(find "$out" -maxdepth 1 -name "prunefl_edge-*-py3-none-$tag.whl" | head -n1)
     [ -n "$whl" ] || die "$E_STEP" "$arch: no wheel tagged $tag in $out: $(find "$out" -maxdepth 1 -name '*.whl')"
@@ -121,9 +134,9 @@ EOF
     if [ "$TEST" = 1 ]; then
         command -v "$qemu" >/dev/null || die "$E_ENV" "$qemu is missing: sudo apt-get install qemu-user"
         note "$arch: C tests under $qemu"
-        if ! { cmake -S "$SRC" -B "$SRC/build/$arch" -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPF_USE_BLAS=OFF >/dev/null &&
-               cmake --build "$SRC/build/$arch" -j"$(nproc)" >/dev/null &&
-               ctest --test-dir "$SRC/build/$arch" --output-on-failure --timeout 900; }; then
+        if ! { cmake -S "$SRC" -B "$BUILD/$arch" -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPF_USE_BLAS=OFF >/dev/null &&
+               cmake --build "$BUILD/$arch" -j"$(nproc)" >/dev/null &&
+               ctest --test-dir "$BUILD/$arch" --output-on-failure --timeout 900; }; then
             die "$E_STEP" "$arch: building or running the C tests under $qemu failed (output above)"
         fi
     fi

@@ -486,3 +486,34 @@ def test_make_pi_wheels_needs_the_cross_tool_chain_only() -> None:
     for tool in ("valgrind", "mosquitto", "qemu", "torch", "shellcheck"):
         assert tool not in build_only, tool
     assert text.index('echo "setup: ok (build only') < text.index("torch==")  # it stops before PyTorch
+
+
+def test_cross_build_from_a_read_only_checkout_builds_outside_it(tmp_path: Path) -> None:
+    import sys
+
+    ro = tmp_path / "checkout"
+    ro.mkdir()
+    mounted = (subprocess.run(["mount", "--bind", str(ROOT), str(ro)], capture_output=True).returncode == 0
+               and subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode == 0)
+    try:
+        src = ro if mounted else ROOT  # (where bind mounts are not allowed: the same with an explicit --build-dir)
+        build = tmp_path / "build"
+        args = [] if mounted else ["--build-dir", str(build)]
+        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        r = subprocess.run([str(src / "firmware_scripts/cross_build.sh"), "--arch", "armhf", "--dist",
+                            str(tmp_path / "dist"), "--python", sys.executable, *args],
+                           capture_output=True, text=True, timeout=900, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        (whl,) = (tmp_path / "dist" / "armhf").glob("prunefl_edge-*.whl")
+        if mounted:
+            assert "is read-only: building in" in r.stdout
+            (build,) = tmp_path.glob("prunefl-build.*")
+        assert (build / "stage-edge-armhf" / "pyproject.toml").is_file() and (build / "wheel-armhf").is_dir()
+        # without --dist, a read-only checkout is a clear error, not a half build
+        if mounted:
+            r = subprocess.run([str(ro / "firmware_scripts/cross_build.sh"), "--arch", "armhf", "--python",
+                                sys.executable], capture_output=True, text=True, timeout=300, env=env)
+            assert r.returncode == 3 and "give --dist" in r.stderr
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=False)
