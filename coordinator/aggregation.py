@@ -7,11 +7,14 @@ Pure functions; the caller owns the state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from prunefl_common.messages import TrainResult
+
+NOT_SELECTED = "not selected for this round"
 
 
 class StaleUpdateError(ValueError):
@@ -65,14 +68,18 @@ def aggregate_sparse(weights: Sequence[np.ndarray], masks: dict[int, np.ndarray]
     return out
 
 
-def split_fresh(results: Sequence[TrainResult], round_index: int,
-                mask_version: int) -> tuple[list[TrainResult], list[tuple[TrainResult, str]]]:
-    """(results for this round and mask version, one per client, sorted by client id; the others, with why)."""
+def split_fresh(results: Sequence[TrainResult], round_index: int, mask_version: int,
+                selected: Collection[str] | None = None) -> tuple[list[TrainResult], list[tuple[TrainResult, str]]]:
+    """(results for this round and mask version, one per client, sorted by client id; the others, with why).
+    ``selected``: the clients the round's tasks went to; a result from any other client is not fresh, whatever
+    round and mask version it names (an edge may publish on its own result topic at any time)."""
     fresh: dict[str, TrainResult] = {}
     rejected: list[tuple[TrainResult, str]] = []
     for r in results:
         if r.round != round_index:
             rejected.append((r, f"round {r.round}, expected {round_index}"))
+        elif selected is not None and r.client_id not in selected:
+            rejected.append((r, NOT_SELECTED))
         elif r.mask_version != mask_version:
             rejected.append((r, f"mask version {r.mask_version}, expected {mask_version}"))
         elif r.client_id in fresh:
@@ -94,3 +101,49 @@ def aggregate_results(weights: Sequence[np.ndarray], masks: dict[int, np.ndarray
                                    f"aggregating round {round_index} / mask version {mask_version}")
     ordered = sorted(results, key=lambda r: r.client_id)
     return aggregate_sparse(weights, masks, [(r.values, r.n_samples) for r in ordered], index)
+
+
+def sample_budget(local_steps: int, batch_size: int, announced: object) -> int:
+    """The most samples a client can have processed in a round's task, from what the coordinator knows: it asked
+    for ``local_steps`` batches of ``batch_size``, and a client with fewer local samples than a batch (its count as
+    announced when it was selected) trains on smaller batches. An announced count that is not a positive integer
+    is not believed (the task's batch size bounds it)."""
+    n = announced if isinstance(announced, int) and not isinstance(announced, bool) and announced > 0 else batch_size
+    return int(local_steps) * min(int(batch_size), n)
+
+
+def weigh_results(results: Sequence[TrainResult], budgets: Mapping[str, int]) -> tuple[list[TrainResult], list[str]]:
+    """Each result with its FedAvg weight set to ``min(its claim, the coordinator's budget for it)``; and the
+    clients whose claim exceeded their budget (an honest edge claims exactly its budget)."""
+    out, capped = [], []
+    for r in results:
+        cap = budgets[r.client_id]
+        if r.n_samples > cap:
+            capped.append(r.client_id)
+            r = replace(r, n_samples=cap)
+        out.append(r)
+    return out, capped
+
+
+def clip_to_median(results: Sequence[TrainResult], sent: Sequence[np.ndarray],
+                   factor: float) -> tuple[list[TrainResult], list[str]]:
+    """Robust aggregation (``--clip-updates FACTOR``): every update (returned minus sent kept values, over all
+    parameters) whose L2 norm exceeds ``factor`` times the median of the round's update norms is scaled down to
+    that norm. One client can then move the model at most ``factor`` times as far as a typical one; with two or
+    fewer results the median is no majority's, and nothing is clipped. Returns the results and the clipped
+    clients."""
+    if len(results) < 3:
+        return list(results), []
+    diffs = [[np.asarray(v, np.float64) - np.asarray(s, np.float64) for v, s in zip(r.values, sent, strict=True)]
+             for r in results]
+    norms = [float(np.sqrt(sum(float(np.dot(d, d)) for d in ds))) for ds in diffs]
+    bound = factor * float(np.median(norms))
+    out, clipped = [], []
+    for r, ds, norm in zip(results, diffs, norms, strict=True):
+        if norm > bound:
+            scale = bound / norm
+            r = replace(r, values=[(np.asarray(s, np.float64) + d * scale).astype(np.float32)
+                                   for s, d in zip(sent, ds, strict=True)])
+            clipped.append(r.client_id)
+        out.append(r)
+    return out, clipped

@@ -5,10 +5,11 @@
     prunefl-coord --config coord.toml [--resume]                          # a TOML file holds what flags hold
 
 Discovers edges from their retained status, waits for --min-clients, runs PruneFL's initial pruning on one edge
-(--initial-client, default the one with most samples), then rounds with --clients-per-round of the edges online,
-each closed at --deadline seconds with the results that came. After every round the state is checkpointed
-atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or Ctrl-C finishes the round in progress,
-checkpoints and writes the outputs (metrics.jsonl, summary.json, report.html, model.onnx, final_*.npz).
+(--initial-client, default the first id among those announcing at least the median sample count), then rounds
+with --clients-per-round of the edges online, each closed at --deadline seconds with the results that came. After
+every round the state is checkpointed atomically to OUT/checkpoint.npz; --resume continues from it. SIGTERM or
+Ctrl-C finishes the round in progress, checkpoints and writes the outputs (metrics.jsonl, summary.json,
+report.html, model.onnx, final_*.npz).
 
 Exit codes: 0 done (or stopped cleanly by SIGTERM), 2 usage/configuration error, 3 data/model error or OUT not
 writable (the last checkpoint stays whole: --resume),
@@ -39,11 +40,13 @@ from coordinator.run_options import (
     check_run_options,
     given_values,
     option_names,
+    typed_options,
 )
-from coordinator.server import Coordinator, ServerConfig
+from coordinator.server import Coordinator, Interrupted, ServerConfig
 from coordinator.state import GlobalState, StateError
 from coordinator.stragglers import StragglerPolicy
 from prunefl_common.errors import ExitCode, InputError
+from prunefl_common.protocol.topics import valid_id
 
 log = logging.getLogger("prunefl-coord")
 
@@ -65,6 +68,7 @@ class CoordOptions(RunOptions):
     username: str | None = None
     password_file: str | None = None
     max_payload_bytes: int = 4 * 2**20
+    max_message_bytes: int | None = None  # None: derived from the model (Limits.for_model)
     min_clients: int = 2
     wait_timeout: float = 600.0
     deadline: float = 120.0
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--password-file", help="file holding the broker password")
     g.add_argument("--max-payload-bytes", type=int,
                    help=f"larger tasks go in chunks (default {d.max_payload_bytes})")
+    g.add_argument("--max-message-bytes", type=int,
+                   help="largest (reassembled) result accepted; partial chunked results held are bounded by twice this "
+                        "(default: from the model, what its largest honest result can be x 1.25 + 1 MiB)")
     groups = add_run_arguments(
         p, d, data_title="model and evaluation",
         dataset_help="held-out evaluation data: mnist5k, digits or a path",
@@ -121,10 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_options(values: dict[str, Any]) -> CoordOptions:
-    try:
-        o = CoordOptions(**values)
-    except TypeError as e:
-        raise UsageError(str(e)) from e
+    o = typed_options(CoordOptions, values)
+    if not valid_id(o.federation):
+        raise UsageError(f"--federation {o.federation!r} must be 1-64 characters of A-Z a-z 0-9 _ . - (it is an MQTT "
+                         "topic level)")
+    if not valid_id(o.client_id):
+        raise UsageError(f"--client-id {o.client_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if o.broker != "embedded":
+        from prunefl_common.protocol.mqtt_client import BrokerConfig, BrokerConfigError
+
+        try:
+            BrokerConfig(url=o.broker).endpoint()
+        except BrokerConfigError as e:
+            raise UsageError(str(e)) from e
     check_run_options(o, [(o.min_clients > 0, "--min-clients must be positive"),
                           (o.deadline > 0, "--deadline must be positive (seconds)"),
                           (o.straggler_misses >= 0, "--straggler-misses must be >= 0 (0: never leave an edge out)"),
@@ -132,6 +148,8 @@ def make_options(values: dict[str, Any]) -> CoordOptions:
                           (o.spawn_edges >= 0, "--spawn-edges must be >= 0"),
                           (o.edge_threads > 0, "--edge-threads > 0"),
                           (o.max_payload_bytes >= 65536, "--max-payload-bytes must be >= 65536"),
+                          (o.max_message_bytes is None or o.max_message_bytes >= 65536,
+                           "--max-message-bytes must be >= 65536 (or left out: derived from the model)"),
                           (bool(o.out), "--out must name a directory")])
     if o.spawn_edges and o.spawn_edges < o.min_clients:
         raise UsageError(f"--spawn-edges {o.spawn_edges} < --min-clients {o.min_clients}: the run would never start")
@@ -242,6 +260,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     from coordinator.transport_mqtt import MqttTransport
     from prunefl_common.model_spec import spec_to_dict
     from prunefl_common.protocol.mqtt_client import BrokerConfig
+    from prunefl_common.protocol.wire import Limits
     from prunefl_common.run_id import new_run_id, with_run
     from prunefl_common.time_model import TimeModel, load_profile
     from prunefl_edge.engine import Network
@@ -280,18 +299,37 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         if url == "embedded":
             broker = EmbeddedBroker().start()
             url = broker.url
-        password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        try:
+            password = Path(opts.password_file).read_text().strip() if opts.password_file else None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--password-file {opts.password_file}: cannot read the password file "
+                             f"({getattr(e, 'strerror', None) or e})") from e
+        # reconnecting after a broker restart: at most a quarter of the round deadline between attempts, so the
+        # round's results still come in time
         bc = BrokerConfig(url=url, ca_file=opts.ca_file, cert_file=opts.cert_file, key_file=opts.key_file,
-                          username=opts.username, password=password)
+                          username=opts.username, password=password,
+                          max_backoff_s=min(BrokerConfig.max_backoff_s, opts.deadline / 4))
+        pshapes = spec.param_shapes()
+        limits = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable],
+                                  "coordinator", opts.max_message_bytes)
         transport = MqttTransport(bc, opts.federation, with_run(spec_to_dict(spec), state.extra["run_id"]),
                                   client_id=opts.client_id,
-                                  max_payload_bytes=opts.max_payload_bytes,
+                                  max_payload_bytes=opts.max_payload_bytes, limits=limits,
+                                  reassembly_bytes=limits.reassembly_budget(opts.clients_per_round),
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})
+        transport.stop = stop.event  # SIGTERM ends initial pruning's long wait at once
         transport.start(fresh=not opts.resume)
         if opts.spawn_edges:
-            edges = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
+            spawn = LocalEdges(out / "edges", url, opts.federation, opts.spawn_edges, opts.dataset,
                                opts.test_fraction, opts.seed, opts.partition, opts.edge_threads,
                                measure_profile=opts.profile == "edges", model=opts.model)
+            transport.settle()
+            taken = [e for e in spawn.edge_ids() if e in transport.available_clients()]
+            if taken:
+                raise UsageError(f"--spawn-edges: {', '.join(taken)} already online in federation "
+                                 f"{opts.federation!r} (edges of another coordinator, or left from an earlier run): "
+                                 "stop them, or choose another --federation")
+            edges = spawn
             edges.start(data)
         online = transport.wait_for_clients(opts.min_clients, opts.wait_timeout)
         if len(online) < opts.min_clients:
@@ -304,6 +342,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                            local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
                            deadline_s=opts.deadline, max_update_norm=opts.max_update_norm,
+                           clip_updates=opts.clip_updates,
                            stragglers=StragglerPolicy(opts.straggler_misses, opts.straggler_bench,
                                                       max(80, opts.straggler_bench)))
         evaluator = NetEvaluator(Network(spec, threads=opts.threads), data.x_test, data.y_test)
@@ -334,9 +373,13 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
                 coord.record(stage="resumed", setup_done=bool(state.extra.get("setup_done")))
             if state.round == 0 and not state.extra.get("setup_done"):
                 state.save(ckpt)  # a restart during initial pruning (minutes at one edge) can --resume
-                coord.setup()
-                state.extra["setup_done"] = True
-                state.save(ckpt)
+                try:
+                    coord.setup()
+                except Interrupted as e:
+                    log.warning("%s: the checkpoint from before initial pruning stands; --resume starts it again", e)
+                else:
+                    state.extra["setup_done"] = True
+                    state.save(ckpt)
             while state.round < cfg.rounds and not stop.event.is_set():
                 coord.run_round()
                 state.save(ckpt)
@@ -345,7 +388,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         write_outputs(opts, coord, spec, out, title=f"prunefl-coord: {opts.method} over MQTT")
         summary = json.loads((out / "summary.json").read_text())
         summary.update({"transport": {"broker": opts.broker, "federation": opts.federation,
-                                      "rejected_messages": transport.rejected_messages,
+                                      **transport.counters(),
                                       "bytes_sent": transport.bytes_sent, "bytes_received": transport.bytes_received},
                         "completed": state.round >= cfg.rounds})
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -23,7 +23,7 @@ from typing import Any
 
 from coordinator import run_options
 from coordinator.method_factory import make_method
-from coordinator.run_options import RunOptions, UsageError
+from coordinator.run_options import RunOptions, UsageError, typed_options
 from coordinator.run_outputs import write_outputs
 from coordinator.server import Coordinator, ServerConfig
 from coordinator.simulation import build_simulation
@@ -74,10 +74,7 @@ def options_from_args(argv: Sequence[str] | None) -> tuple[SimOptions, bool]:
 
 
 def make_options(values: dict[str, Any]) -> SimOptions:
-    try:
-        opts = SimOptions(**values)
-    except TypeError as e:
-        raise UsageError(str(e)) from e
+    opts = typed_options(SimOptions, values)
     run_options.check_run_options(opts, [(opts.clients > 0, "--clients must be positive")])
     return opts
 
@@ -136,7 +133,7 @@ def run_simulation(opts: SimOptions, net_factory: Callable[[ModelSpec], Any] | N
 
     cfg = ServerConfig(rounds=opts.rounds, clients_per_round=opts.clients_per_round, lr=opts.lr,
                        local_steps=opts.local_steps, batch_size=opts.batch_size, eval_every=opts.eval_every,
-                       max_update_norm=opts.max_update_norm)
+                       max_update_norm=opts.max_update_norm, clip_updates=opts.clip_updates)
     coord = build_simulation(spec, clients, (data.x_test, data.y_test), method, cfg, time_model, opts.seed,
                              net_factory, weights=weights, sgd_config=sgd_config, on_round=on_round,
                              sparse_thresholds=thresholds)

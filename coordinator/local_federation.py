@@ -65,6 +65,10 @@ class LocalEdges:
         log_file = open(self.root / eid / "edge.log", "ab")  # noqa: SIM115 - the child holds it
         cmd = [sys.executable, "-m", "prunefl_edge.cli", "start", "--config", str(self.configs[eid])]
         env = dict(os.environ)
+        # the edge gets SIGTERM when this process dies, even by kill -9 (Linux's parent-death signal, armed by the
+        # edge at start): no orphans that a repeated --spawn-edges would double. It is tied to the thread that
+        # spawns it: start edges from the main thread (as prunefl-coord does)
+        env["PRUNEFL_EDGE_PARENT_PID"] = str(os.getpid())
         # the child imports the same prunefl_edge / coordinator as this process (a source tree or the install)
         import prunefl_edge
 

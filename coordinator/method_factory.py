@@ -33,7 +33,7 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
                        ip_max_passes=opts.ip_max_passes,
                        importance_top=opts.importance_top if opts.importance_upload == "sparse" else None,
                        ip_masked_importance=(opts.ip_importance == "masked"), ties=opts.mask_ties,
-                       importance_from=opts.importance_from)
+                       importance_from=opts.importance_from, ip_deadline_s=opts.initial_deadline)
     if m == "fedavg":
         return FedAvg()
     if m == "snip":

@@ -31,6 +31,7 @@ class RunOptions:
     clients_per_round: int = 10
     lr: float = 0.25
     max_update_norm: float | None = None  # results with a larger update (L2) are rejected, not aggregated
+    clip_updates: float | None = None  # robust aggregate: clip updates to this x the round's median norm
     local_steps: int = 5
     batch_size: int = 20
     eval_every: int = 10
@@ -44,6 +45,7 @@ class RunOptions:
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
+    initial_deadline: float | None = None  # seconds; None: from the time model (see PruneFL)
     # the reference's semantics by default (docs/REPRODUCTION.md); the other value of each is an option to measure
     ip_importance: str = "masked"  # initial pruning's z: "masked" (0 at pruned weights, no regrowth) or "dense"
     mask_ties: str = "keep"  # weights tied with the delta-cut magnitude: "keep" (reference) or "exact"
@@ -83,6 +85,9 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--eval-every", type=int, help=f"evaluate every k rounds (default {d.eval_every})")
     g.add_argument("--max-update-norm", type=float, help="reject results whose update (L2 norm over all parameters "
                                                          "of returned minus sent values) is larger (default: no bound)")
+    g.add_argument("--clip-updates", type=float, metavar="FACTOR",
+                   help="robust aggregate: scale every update whose L2 norm exceeds FACTOR x the median norm of the "
+                        "round's updates down to that norm (e.g. 2; default off)")
     g = groups["pruning"] = p.add_argument_group("pruning")
     g.add_argument("--reconfig-interval", type=int, help=f"rounds between reconfigurations (default "
                                                          f"{d.reconfig_interval})")
@@ -97,7 +102,11 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
     g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
-    g.add_argument("--initial-client", help="client id for initial pruning (default: most local samples)")
+    g.add_argument("--initial-client", help="client id for initial pruning (default: the first id among the "
+                                            "clients announcing at least the median sample count)")
+    g.add_argument("--initial-deadline", type=float, metavar="SECONDS",
+                   help="seconds the initial-pruning client has to answer before the next one is asked (two others "
+                        "at most; default: 3 x the time model's estimate of --ip-max-passes dense passes + 300)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
     g.add_argument("--ip-importance", choices=("masked", "dense"),
                    help="initial pruning's importance: masked (the reference: z = 0 at pruned weights, no regrowth) "
@@ -138,6 +147,12 @@ def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError as e:
         raise UsageError(f"config file {path} does not exist") from e
+    except IsADirectoryError as e:
+        raise UsageError(f"config file {path} is a directory: give the TOML file in it") from e
+    except OSError as e:
+        raise UsageError(f"config file {path}: cannot read it ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}") from e
     out = {}
@@ -147,6 +162,34 @@ def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown key {k!r}; known keys: {', '.join(sorted(known))}")
         out[key] = v
     return out
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def typed_options(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` after checking each value against its field's type (a TOML file can hold anything): a
+    UsageError names the key, what it must be and what it is. Integers are accepted where numbers are, and given as
+    floats; booleans are not integers."""
+    hints = {f.name: str(f.type) for f in fields(cls)}
+    out = {}
+    for k, v in values.items():
+        if k not in hints:
+            raise UsageError(f"unknown option {k!r}")
+        parts = [p.strip() for p in hints[k].split("|")]
+        if v is None and "None" in parts:
+            out[k] = v
+            continue
+        kinds = [p for p in parts if p in _KINDS]
+        ok = next((p for p in kinds if isinstance(v, _KINDS[p]) and (p == "bool" or not isinstance(v, bool))), None)
+        if ok is None:
+            want = " or ".join(_NAMES[p] for p in kinds) or hints[k]
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{k} must be {want}, got {v!r} ({type(v).__name__}): fix {flag} or the key {k} in the "
+                             "--config file")
+        out[k] = float(v) if ok == "float" else v
+    return cls(**out)
 
 
 def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> None:
@@ -162,8 +205,11 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
+              (o.clip_updates is None or o.clip_updates >= 1, "--clip-updates must be >= 1 (a multiple of the "
+                                                                "round's median update norm)"),
               (0 < o.test_fraction < 1, "--test-fraction must be in (0, 1)"),
               (o.threads > 0, "--threads must be positive"),
+              (o.initial_deadline is None or o.initial_deadline > 0, "--initial-deadline must be positive (seconds)"),
               (o.ip_importance in ("masked", "dense"), "--ip-importance must be masked or dense"),
               (o.mask_ties in ("keep", "exact"), "--mask-ties must be keep or exact"),
               (o.importance_from in ("interval", "selected"), "--importance-from must be interval or selected"),

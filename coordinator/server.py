@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.aggregation import kept_index, split_fresh
+from coordinator.aggregation import (
+    NOT_SELECTED,
+    clip_to_median,
+    kept_index,
+    sample_budget,
+    split_fresh,
+    weigh_results,
+)
 from coordinator.client_ledger import ClientLedger
 from coordinator.result_check import train_result_problem
 from coordinator.selection import select_clients
@@ -51,7 +58,13 @@ class ServerConfig:
     deadline_s: float | None = None
     min_clients: int = 1  # a round with fewer results keeps the weights unchanged (and says so)
     max_update_norm: float | None = None  # results whose update (L2, all parameters) is larger are not aggregated
+    clip_updates: float | None = None  # robust aggregate: updates longer than this x the round's median are scaled
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)  # default: never bench an edge
+
+
+class Interrupted(Exception):
+    """A stop was asked for (SIGTERM) while a setup step (initial pruning) was waiting: nothing of it is applied, the
+    checkpoint from before it stands (``--resume`` runs it again)."""
 
 
 def link_time_per_weight(results: Sequence[TrainResult], round_trip_s: dict[str, float], kept: int) -> float | None:
@@ -158,10 +171,10 @@ class Coordinator:
         return self._index_cache[1]
 
     def run_tasks(self, client_ids: Sequence[str], kind: TaskKind, config: Any, deadline: bool = True,
-                  values: bool = True) -> Gathered:
+                  deadline_s: float | None = None, values: bool = True) -> Gathered:
         """Send one task per client (current weights and mask; ``values`` False: no weights) and gather the answers
         within the round deadline (``deadline`` False: without one, for initial pruning's minutes of local
-        training); counts bytes."""
+        training; ``deadline_s``: this one); counts bytes."""
         r = self.state.round
         values_sent = self._values() if values else []
         sent = []
@@ -169,7 +182,10 @@ class Coordinator:
             task = Task(r, kind, self._mask_update(cid), values_sent, config)
             self.state.bytes_down += self.transport.send(cid, task)
             sent.append(cid)
-        got = self.transport.gather(sent, r, self.config.deadline_s if deadline else None)
+        wait = deadline_s if deadline_s is not None else self.config.deadline_s if deadline else None
+        # a step without the round deadline (initial pruning: minutes to hours) stops waiting on SIGTERM
+        got = self.transport.gather_interruptible(sent, r, wait) if not deadline else \
+            self.transport.gather(sent, r, wait)
         got.sent_to = sent
         for f in got.failures:
             # a client that did not answer may still run the task later (a partition heals, a slow link
@@ -180,7 +196,7 @@ class Coordinator:
             if f.needs_full_mask or unsure:
                 self.ledger.forget(f.client_id)
         for res in got.results:
-            if res.round == r:
+            if res.round == r and res.client_id in sent:
                 self.ledger.holds(res.client_id, res.mask_version)
         self.state.bytes_up += got.bytes_up
         return got
@@ -243,12 +259,34 @@ class Coordinator:
         """The method's steps before round 0 (initial pruning, SNIP's gradients, a given mask)."""
         self.ledger.observe(self.transport.available_clients(), self.transport.comebacks)
         step: SetupStep | None = self.method.setup(self.view())
-        got = None
-        if step is not None:
-            clients = list(step.clients) if step.clients is not None else select_clients(
-                self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
-            got = self.run_tasks(clients, step.kind, step.config, step.deadline)
-        self.apply(self.method.finish_setup(self.view(), got))
+        if step is None:
+            self.apply(self.method.finish_setup(self.view(), None))
+            return
+        clients = list(step.clients) if step.clients is not None else select_clients(
+            self.state.rng, self.transport.available_clients(), step.count or self.config.clients_per_round)
+        tries = [clients, *[[c] for c in step.fallbacks]]
+        for i, these in enumerate(tries):
+            got = self.run_tasks(these, step.kind, step.config, step.deadline, step.deadline_s)
+            if any(f.reason == "stopped" for f in got.failures):
+                raise Interrupted(f"stopped while waiting for {', '.join(these)} ({step.kind.value})")
+            # only the answers of the clients the step's tasks went to, for this step
+            foreign = [x for x in got.results if x.client_id not in got.sent_to or x.round != self.state.round]
+            for x in foreign:
+                log.warning("setup: dropped a result of %s (round %d): not an answer to a task sent", x.client_id,
+                            x.round)
+            got.results = [x for x in got.results if x not in foreign]
+            try:
+                update = self.method.finish_setup(self.view(), got)
+            except RuntimeError as e:
+                if i + 1 == len(tries):
+                    raise
+                for c in these:  # it may still run the task: its mask version is not known any more
+                    self.ledger.forget(c)
+                log.warning("%s: trying %s instead", e, ", ".join(tries[i + 1]))
+                self.record(stage="setup_fallback", failed=list(these), reason=str(e)[:500], next=tries[i + 1])
+                continue
+            self.apply(update)
+            return
 
     def run_round(self) -> dict[str, Any]:
         st, cfg = self.state, self.config
@@ -264,9 +302,17 @@ class Coordinator:
             raise RuntimeError("no client is available")
         train_cfg = self.method.configure_round(self.view())
         kept_during = self.kept_counts()
+        # the FedAvg weight of a result is bounded by what the coordinator knows at selection (the task's samples,
+        # the count the client announced then), never by what the result claims alone
+        budgets = {c: sample_budget(train_cfg.local_steps, train_cfg.batch_size,
+                                    self.transport.client_info(c).get("n_samples")) for c in clients}
         got = self.run_tasks(clients, TaskKind.TRAIN, train_cfg)
         results = [x for x in got.results if isinstance(x, TrainResult)]
-        fresh, rejected = split_fresh(results, r, st.mask_version)
+        fresh, rejected = split_fresh(results, r, st.mask_version, set(clients))
+        unselected = sorted({res.client_id for res, why in rejected if why == NOT_SELECTED})
+        rejected = [(res, why) for res, why in rejected if why != NOT_SELECTED]
+        for c in unselected:
+            log.warning("round %d: dropped a result of %s, which was not selected for this round", r, c)
         expect_values = train_cfg.local_steps > 0
         sent = self._values()  # what the clients were sent (weights and mask unchanged since run_tasks)
         invalid = 0
@@ -279,6 +325,13 @@ class Coordinator:
                 log.warning("round %d: rejected the result of %s: %s", r, res.client_id, why)
         for res, why in rejected:
             log.info("round %d: dropped result of %s (%s)", r, res.client_id, why)
+        fresh, capped = weigh_results(fresh, budgets)
+        for c in capped:
+            log.warning("round %d: %s claimed more samples than its task could have used: weighted by %d", r, c,
+                        budgets[c])
+        clipped: list[str] = []
+        if cfg.clip_updates is not None and expect_values:
+            fresh, clipped = clip_to_median(fresh, sent, cfg.clip_updates)
         self.apply(self.method.aggregate_round(self.view(), fresh, got.failures))
         for res in fresh:
             if res.importance is not None:
@@ -299,7 +352,7 @@ class Coordinator:
         missed.update({res.client_id: why for res, why in rejected if res.round == r})
         late = sorted(res.client_id for res, _ in rejected if res.round != r)
         if cfg.stragglers.misses > 0:
-            in_time = {res.client_id for res in results if res.round == r}
+            in_time = {res.client_id for res in results if res.round == r and res.client_id in budgets}
             timed_out = [f.client_id for f in got.failures if f.reason == "timeout"]
             for c, until in record_round(book, cfg.stragglers, r, timed_out, in_time).items():
                 log.warning("round %d: %s missed the deadline %d rounds in a row: left out of selection until round "
@@ -311,7 +364,9 @@ class Coordinator:
         rec = self.record(
             stage="train", accuracy=acc, loss=loss, clients=len(clients), results=len(fresh),
             failures=len(got.failures) + len(rejected), invalid_results=invalid, reconfigured=reconfigured,
+            unselected_results=len(unselected), capped_weights=len(capped), clipped_updates=len(clipped),
             missed=missed, late_results=late, benched=benched, state_save_failures=save_failures,
+            dropped_messages=self.transport.counters(),
             max_compute_s=max((x.compute_s for x in fresh), default=None),
             link_s_per_weight=link_time_per_weight(fresh, got.round_trip_s, sum(kept_during)),
             train_loss=(sum(x.loss * x.n_samples for x in fresh) / n) if n else None,

@@ -8,6 +8,7 @@ client selections as an uninterrupted one.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,12 +91,16 @@ class GlobalState:
             weights = [np.array(data[f"w{i}"], np.float32) for i in range(int(meta["n_params"]))]
             masks = {int(p): np.array(data[f"m{p}"], bool) for p in meta["mask_params"]}
             imp = ([np.array(data[f"z{i}"]) for i in range(len(weights))] if meta["has_importance"] else None)
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             if isinstance(e, StateError):
                 raise
-            raise StateError(f"{path}: not a readable coordinator state ({e})") from e
+            raise StateError(f"{path}: not a readable coordinator state ({e}): remove it (or restore a copy) to "
+                             "start afresh") from e
         rng = np.random.Generator(np.random.PCG64())
-        rng.bit_generator.state = meta["rng"]
+        try:
+            rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise StateError(f"{path}: not a readable coordinator state (rng: {e})") from e
         return cls(weights, masks, rng, mask_version=int(meta["mask_version"]), round=int(meta["round"]),
                    sim_time_s=float(meta["sim_time_s"]), bytes_up=int(meta["bytes_up"]),
                    bytes_down=int(meta["bytes_down"]), importance=imp, extra=dict(meta["extra"]))

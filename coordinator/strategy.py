@@ -62,7 +62,11 @@ class SetupStep:
     config: Any
     clients: Sequence[str] | None = None
     count: int | None = None
-    deadline: bool = True  # False: wait without the round deadline (initial pruning takes minutes)
+    deadline: bool = True  # False: wait without the round deadline (initial pruning takes minutes) ...
+    deadline_s: float | None = None  # ... or this step's own deadline, when set
+    # clients to try, one at a time and in this order, when the step's answer is not usable (no answer by the
+    # deadline, a failure, or finish_setup raising RuntimeError)
+    fallbacks: Sequence[str] = ()
 
 
 @dataclass
@@ -84,7 +88,9 @@ class Method(Protocol):
 
     def setup(self, view: RoundView) -> SetupStep | None: ...
 
-    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update: ...
+    def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
+        """RuntimeError when the answers are not usable: the server then tries the step's next fallback client."""
+        ...
 
     def configure_round(self, view: RoundView) -> TrainConfig: ...
 

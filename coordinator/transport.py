@@ -7,6 +7,7 @@ counts as available, and reports failures instead of raising for a single client
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,19 @@ class Gathered:
 
 
 class Transport(ABC):
+    # set (by the command line, on SIGTERM): an interruptible gather (initial pruning's long wait) returns at once,
+    # its clients failed with "stopped"; a round's gather finishes as usual (its deadline bounds it)
+    stop: threading.Event | None = None
+
     @abstractmethod
     def available_clients(self) -> list[str]:
         """Ids of the clients that can take a task now."""
+
+    def gather_interruptible(self, client_ids: Sequence[str], round_index: int,
+                             deadline_s: float | None) -> Gathered:
+        """:meth:`gather` that returns as soon as :attr:`stop` is set (its clients failed with "stopped"), for
+        initial pruning's long wait; a transport whose gather never blocks long needs nothing more than gather."""
+        return self.gather(client_ids, round_index, deadline_s)
 
     def client_info(self, client_id: str) -> dict[str, Any]:
         """What a client announced about itself (``n_samples``, ``profile``, ``threads`` ...); may be empty."""
@@ -60,6 +71,10 @@ class Transport(ABC):
         Late, stale or duplicate messages are not the transport's business beyond passing them on: the
         coordinator checks round and mask version. A client that did not answer in time is a failure.
         """
+
+    def counters(self) -> dict[str, int]:
+        """Messages the transport dropped so far, by why (for the metrics); empty when it drops none."""
+        return {}
 
     def close(self) -> None:
         """Release connections and threads (nothing by default)."""

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,16 @@ from prunefl_common.protocol.chunks import Reassembler, split_message
 from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
 from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
-from prunefl_common.protocol.wire import Decoded, Limits, ProtocolError, RejectMsg, StatusMsg, decode, encode_task
+from prunefl_common.protocol.wire import (
+    Decoded,
+    Limits,
+    ProtocolError,
+    RejectMsg,
+    StatusMsg,
+    decode,
+    encode_task,
+    peek_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +50,7 @@ class MqttTransport(Transport):
     def __init__(self, broker: BrokerConfig, federation: str, model: dict[str, Any] | None,
                  client_id: str = "coordinator", max_payload_bytes: int = 4 * 2**20,
                  limits: Limits | None = None, offline_grace_s: float = 60.0,
-                 sizes: dict[int, int] | None = None) -> None:
+                 sizes: dict[int, int] | None = None, reassembly_bytes: int | None = None) -> None:
         self.topics = Topics(federation)
         self.federation = federation
         self.sender = client_id
@@ -55,9 +65,17 @@ class MqttTransport(Transport):
         self._changed = threading.Condition(self._lock)
         self._results: queue.Queue[tuple[str, Decoded, float]] = queue.Queue()  # (edge, message, arrival time)
         self._sent_at: dict[str, float] = {}  # edge -> when its last task was handed to the client
-        self._reasm = Reassembler(self.limits)
+        self._task_ids: dict[str, str] = {}  # edge -> msg_id of the last task sent to it (a REJECT must name it)
+        self.unanswered_rejects = 0  # REJECTs that answer no task this coordinator sent (forged tasks, old edges)
+        self.forgotten_edges = 0  # edges whose retained status was cleared
+        self._probe = f"probe-{uuid.uuid4().hex[:12]}"  # see settle()
+        self._probe_back = threading.Event()
+        # partial chunked results: a budget in bytes (default two messages at the limit), two per edge, so that one
+        # edge's chunk flood evicts its own partial messages only
+        self._reasm = Reassembler(self.limits, max_pending_bytes=reassembly_bytes or self.limits.reassembly_budget(),
+                                  max_pending_per_sender=2)
         self._seen = RecentIds(4096)  # result message ids: a redelivery is dropped, never aggregated twice
-        self.rejected_messages = 0
+        self.rejected_messages = 0  # undecodable, foreign or mislabelled messages, and bad chunks
         self.bytes_received = 0
         self.bytes_sent = 0
         self.client = MqttClient(broker, client_id=client_id,
@@ -74,6 +92,14 @@ class MqttTransport(Transport):
             raise ConnectionError(f"cannot reach the MQTT broker at {self.client.config.url} within {wait_s:.0f} s: "
                                   "is it running, and are the URL, port and credentials right?")
 
+    def settle(self, timeout_s: float = 3.0) -> bool:
+        """Wait until the broker has delivered the retained statuses of this federation (a probe published after
+        the subscription comes back after them: a broker forwards one client's messages in order); False when the
+        probe did not come back in time (an ACL that forbids it: then the statuses seen so far are all there is)."""
+        self._probe_back.clear()
+        self.client.publish(self.topics.status(self._probe), b"")
+        return self._probe_back.wait(timeout_s)
+
     # ---- incoming (paho network thread) -----------------------------------------------------------------
     def _reject(self, topic: str, why: str) -> None:
         self.rejected_messages += 1
@@ -86,7 +112,15 @@ class MqttTransport(Transport):
         edge, leaf = where
         self.bytes_received += len(payload)
         if leaf == "status":
-            if not payload:  # a cleared retained status
+            if edge == self._probe:
+                self._probe_back.set()
+                return
+            if not payload:  # a cleared retained status: the edge is gone for good (decommissioned, or a ghost)
+                with self._changed:
+                    if self.edges.pop(edge, None) is not None:
+                        self.forgotten_edges += 1
+                        log.info("edge %s: its retained status was cleared; forgotten", edge)
+                        self._changed.notify_all()
                 return
             try:
                 msg = decode(payload, self.limits)
@@ -167,6 +201,7 @@ class MqttTransport(Transport):
     def send(self, client_id: str, task: Task) -> int:
         self._sent_at[client_id] = time.monotonic()
         data = encode_task(task, federation=self.federation, sender=self.sender, model=self.model, sizes=self.sizes)
+        self._task_ids[client_id] = peek_header(data, self.limits).msg_id
         n = 0
         for part in split_message(data, self.max_payload, federation=self.federation, sender=self.sender):
             self.client.publish(self.topics.task(client_id), part)
@@ -174,7 +209,12 @@ class MqttTransport(Transport):
         self.bytes_sent += n
         return n
 
-    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None) -> Gathered:
+    def gather_interruptible(self, client_ids: Sequence[str], round_index: int,
+                             deadline_s: float | None) -> Gathered:
+        return self.gather(client_ids, round_index, deadline_s, interruptible=True)
+
+    def gather(self, client_ids: Sequence[str], round_index: int, deadline_s: float | None,
+               interruptible: bool = False) -> Gathered:
         out = Gathered()
         waiting = set(client_ids)
         end = None if deadline_s is None else time.monotonic() + deadline_s
@@ -183,11 +223,16 @@ class MqttTransport(Transport):
             now = time.monotonic()
             if end is not None and now >= end:
                 break
+            if interruptible and self.stop is not None and self.stop.is_set():
+                for e in sorted(waiting):
+                    out.failures.append(ClientFailure(e, round_index, "stopped"))
+                log.warning("round %d: stopped while waiting for %s", round_index, ", ".join(sorted(waiting)))
+                return out
             timeout = 0.5 if end is None else max(0.0, min(0.5, end - now))
             try:
                 edge, msg, arrived = self._results.get(timeout=timeout)
             except queue.Empty:
-                if end is None:  # no deadline (initial pruning): give up on an edge gone for too long
+                if interruptible or end is None:  # initial pruning: give up on an edge gone for too long
                     with self._lock:
                         for e in list(waiting):
                             info = self.edges.get(e)
@@ -207,6 +252,11 @@ class MqttTransport(Transport):
                 else:
                     log.info("late reject from %s for round %d ignored", edge, msg.header.round)
                 continue
+            if isinstance(body, RejectMsg) and body.task_id != self._task_ids.get(edge):
+                self.unanswered_rejects += 1
+                log.warning("round %d: a REJECT from %s that answers no task sent to it (task %s) ignored: %s",
+                            round_index, edge, body.task_id, body.reason[:200])
+                continue
             waiting.discard(edge)
             if isinstance(body, RejectMsg):
                 out.failures.append(ClientFailure(edge, round_index, f"rejected: {body.reason}",
@@ -221,6 +271,11 @@ class MqttTransport(Transport):
         if waiting:
             log.warning("round %d: no answer from %s by the deadline", round_index, ", ".join(sorted(waiting)))
         return out
+
+    def counters(self) -> dict[str, int]:
+        return {"rejected_messages": self.rejected_messages, "partial_messages_evicted": self._reasm.evicted,
+                "partial_messages_expired": self._reasm.expired, "unanswered_rejects": self.unanswered_rejects,
+                "forgotten_edges": self.forgotten_edges}
 
     def close(self) -> None:
         self.client.stop()

@@ -8,7 +8,9 @@ Exit codes: 0 ok (start: stopped by SIGTERM), 2 configuration or installation er
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,11 +29,34 @@ def _load(args: argparse.Namespace) -> EdgeConfig:
     return load_edge_config(config_path(args.config))
 
 
+PARENT_ENV = "PRUNEFL_EDGE_PARENT_PID"  # set by a coordinator that spawns this edge (--spawn-edges)
+
+
+def die_with_parent() -> None:
+    """An edge spawned by a coordinator (``PRUNEFL_EDGE_PARENT_PID`` set) gets SIGTERM when that coordinator dies,
+    however it dies (``kill -9`` included): Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``), set at once,
+    then a check that the parent did not die before it was set. Elsewhere (no prctl) it only logs that it cannot."""
+    want = os.environ.get(PARENT_ENV)
+    if not want:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as e:
+        log.warning("cannot tie this edge's life to its coordinator's (%s): stop it by hand when that one is gone", e)
+        return
+    if str(os.getppid()) != want:  # the coordinator was gone before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def start(args: argparse.Namespace) -> int:
     from prunefl_edge.datasets import DatasetError
     from prunefl_edge.edge_agent import EdgeAgent, load_local_data
     from prunefl_edge.partition import PartitionError
 
+    die_with_parent()
     try:
         cfg = _load(args)
     except ConfigError as e:
@@ -57,8 +82,13 @@ def start(args: argparse.Namespace) -> int:
     log.info("C core: %s; dense GEMM: %s", info, gemm)
     if warning:
         log.warning("%s", warning)
+    from prunefl_common.protocol.mqtt_client import BrokerConfigError
+
     try:
         agent = EdgeAgent(cfg, x, y, classes)
+    except BrokerConfigError as e:
+        print(f"prunefl-edge start: configuration error: {cfg.source}: [broker] {e}", file=sys.stderr)
+        return ExitCode.USAGE
     except OSError as e:
         print(f"prunefl-edge start: cannot use state_dir {cfg.state_dir}: {e}", file=sys.stderr)
         return ExitCode.USAGE

@@ -31,6 +31,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
 from prunefl_common.protocol.wire import (
     Decoded,
+    Limits,
     ProtocolError,
     RejectMsg,
     StatusMsg,
@@ -53,8 +55,9 @@ from prunefl_common.protocol.wire import (
     encode_reject,
     encode_result,
     encode_status,
+    peek_model,
 )
-from prunefl_common.run_id import split_run
+from prunefl_common.run_id import RUN_KEY, split_run
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
 from prunefl_common.version import version
 from prunefl_edge.edge_config import EdgeConfig
@@ -96,6 +99,48 @@ def model_key(model: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class Inbox:
+    """Payloads that arrived (paho's network thread puts) and wait for the agent's loop (which gets), at most
+    ``max_bytes`` of them: a payload that does not fit evicts the oldest ones first (a flood on the task topic while
+    the edge trains cannot exhaust its memory), and one larger than the whole budget is dropped; both counted."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._q: deque[bytes] = deque()
+        self._bytes = 0
+        self._cv = threading.Condition()
+        self.dropped = 0
+        self.dropped_bytes = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, payload: bytes) -> None:
+        with self._cv:
+            if len(payload) > self.max_bytes:
+                self.dropped += 1
+                self.dropped_bytes += len(payload)
+                return
+            while self._bytes + len(payload) > self.max_bytes:
+                old = self._q.popleft()
+                self._bytes -= len(old)
+                self.dropped += 1
+                self.dropped_bytes += len(old)
+            self._q.append(payload)
+            self._bytes += len(payload)
+            self._cv.notify()
+
+    def get(self, timeout: float) -> bytes:
+        """The oldest payload; queue.Empty after ``timeout`` seconds without one."""
+        with self._cv:
+            if not self._q and not self._cv.wait_for(lambda: bool(self._q), timeout):
+                raise queue.Empty
+            payload = self._q.popleft()
+            self._bytes -= len(payload)
+            return payload
+
+
 class EdgeAgent:
     def __init__(self, cfg: EdgeConfig, x: np.ndarray, y: np.ndarray, num_classes: int,
                  net_factory: Any = None) -> None:
@@ -105,13 +150,18 @@ class EdgeAgent:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._net_factory = net_factory
-        self._inbox: queue.Queue[bytes] = queue.Queue()
-        self._reasm = Reassembler()
+        # what waits while a task trains: two tasks' worth of bytes (a task's chunks while the previous one trains)
+        self._inbox = Inbox(2 * cfg.max_message_bytes)
+        # tasks are one at a time: at most two partial ones, two tasks' worth of bytes
+        self._limits = Limits(max_message_bytes=cfg.max_message_bytes)
+        self._reasm = Reassembler(self._limits, max_pending_bytes=self._limits.reassembly_budget(),
+                                  max_pending_messages=2, max_pending_per_sender=2)
         self._seen = RecentIds(256)  # message ids of executed tasks (duplicates)
         self.trainer: Trainer | None = None
         self.profile: DeviceProfile | None = None
         self._model_key: str | None = None
         self._run: str | None = None  # the coordinator run the trainer's state belongs to (None: not announced)
+        self._model_limits: Limits | None = None  # the model's (shapes checked), once a task named it
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
         self.memory = PhasePeaks()  # peak RSS (MiB) per phase, announced in the status
@@ -131,7 +181,8 @@ class EdgeAgent:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
                 "mask_version": self._held_mask_version(), "run": self._held_run(),
-                "profile": announced(self.profile), "peak_rss_mib": dict(self.memory.peaks), **self.counters}
+                "profile": announced(self.profile), "peak_rss_mib": dict(self.memory.peaks), **self.counters,
+                "inbox_dropped": self._inbox.dropped, "bytes_inbox_dropped": self._inbox.dropped_bytes}
 
     def _held_mask_version(self) -> int:
         """The trainer's mask version; before the first task of this start, the saved state's (applied then)."""
@@ -191,7 +242,7 @@ class EdgeAgent:
                 whole = self._reasm.feed(payload)
                 if whole is None:
                     return
-                msg = decode(whole)
+                msg = decode(whole, self._limits_for(whole))
         except ProtocolError as e:
             self.counters["messages_dropped"] += 1
             log.warning("dropped an undecodable message on my task topic: %s", e)
@@ -211,6 +262,16 @@ class EdgeAgent:
         self._seen.add(msg.header.msg_id)
         del msg
         self._heap.trim()
+
+    def _limits_for(self, whole: bytes) -> Limits:
+        """The model's limits (every declared shape checked against the model before anything is allocated) for a
+        task about the model this edge runs; the configured ones for the first task, or one naming another model."""
+        if self._model_limits is None:
+            return self._limits
+        model = peek_model(whole, self._limits)
+        if model is not None:  # the model without the run id it carries (a new run has the same model)
+            model = {k: v for k, v in model.items() if k != RUN_KEY}
+        return self._model_limits if model is None or model_key(model) == self._model_key else self._limits
 
     def load_profile(self) -> None:
         """The device profile (cached, configured or measured now). A profile that cannot be had is logged and
@@ -264,6 +325,10 @@ class EdgeAgent:
         self.trainer = Trainer(self.cfg.id, net, self.x, self.y, seed=seed)
         self._model_key, self._run = key, run
         self._round_start.clear()  # a rewind is within one run only
+        pshapes = spec.param_shapes()
+        derived = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable], "edge")
+        self._model_limits = Limits.for_model(derived.shapes or (), derived.prunable or (), "edge",
+                                              min(derived.max_message_bytes, self.cfg.max_message_bytes))
         self._load_state(key, run)
         return self.trainer
 
@@ -279,14 +344,14 @@ class EdgeAgent:
             with self.memory.phase(task_phase(task)):
                 result = trainer.execute(task, release_values=True)  # the task's bytes go once its values are in
         except MaskVersionError as e:
-            self._reject(task, str(e), needs_full_mask=True)
+            self._reject(msg, str(e), needs_full_mask=True)
             return
         except (TaskError, ValueError, RuntimeError) as e:  # RuntimeError: the C core refused (EngineError)
-            self._reject(task, str(e), needs_full_mask=False)
+            self._reject(msg, str(e), needs_full_mask=False)
             return
         except Exception as e:  # a bug must cost this task, not the agent (and every later round) its life
             log.exception("round %d: the task failed unexpectedly", task.round)
-            self._reject(task, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
+            self._reject(msg, f"internal error on the edge: {type(e).__name__}: {e}", needs_full_mask=False)
             return
         with self.memory.phase("result_encode"):
             data = encode_result(result, federation=self.cfg.federation, sender=self.cfg.id)
@@ -323,10 +388,13 @@ class EdgeAgent:
             self.client.publish(self.topics.result(self.cfg.id), part)
             self.counters["bytes_sent"] += len(part)
 
-    def _reject(self, task: Task, reason: str, needs_full_mask: bool) -> None:
+    def _reject(self, msg: Decoded, reason: str, needs_full_mask: bool) -> None:
+        task = msg.body
+        assert isinstance(task, Task)
         self.counters["tasks_rejected"] += 1
         log.warning("round %d: task rejected: %s", task.round, reason)
-        data = encode_reject(RejectMsg(reason[:4000], needs_full_mask), federation=self.cfg.federation,
+        data = encode_reject(RejectMsg(reason[:4000], needs_full_mask, msg.header.msg_id),
+                             federation=self.cfg.federation,
                              sender=self.cfg.id, round=task.round, mask_version=task.mask.version)
         self._publish_result(data)
 

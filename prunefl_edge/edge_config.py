@@ -1,7 +1,7 @@
 """The edge agent's configuration file (TOML; default /etc/prunefl-edge/edge.toml). See
 firmware_scripts/edge.toml.example for every key with its meaning.
 
-    [edge]   id, federation, threads, state_dir, max_payload_bytes
+    [edge]   id, federation, threads, state_dir, max_payload_bytes, max_message_bytes
     [broker] url, keepalive, ca_file, cert_file, key_file, username, password_file
     [data]   path, format, partition, num_partitions, partition_index, seed
     [profile] measure, model, file, comm_s_per_weight
@@ -46,12 +46,15 @@ class EdgeConfig:
     threads: int = 1
     state_dir: str = "/var/lib/prunefl-edge"
     max_payload_bytes: int = 4 * 2**20  # larger results are sent in chunks (below the broker's packet limit)
+    # the largest (reassembled) task accepted; partial chunked tasks held are bounded by twice this. About the
+    # model's dense task (4 bytes a parameter) with room: 64 MiB holds Conv-2 and VGG-11 tasks
+    max_message_bytes: int = 64 * 2**20
     source: str = ""
     profile: ProfileConfig = ProfileConfig()
 
 
 _SECTIONS = {
-    "edge": {"id", "federation", "threads", "state_dir", "max_payload_bytes"},
+    "edge": {"id", "federation", "threads", "state_dir", "max_payload_bytes", "max_message_bytes"},
     "broker": {"url", "keepalive", "ca_file", "cert_file", "key_file", "username", "password_file"},
     "data": {"path", "format", "partition", "num_partitions", "partition_index", "seed"},
     "profile": {"measure", "model", "file", "comm_s_per_weight"},
@@ -65,7 +68,8 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{where}: [{key}] must be a {names}, got {v!r}")
+        section = next((s for s, keys in _SECTIONS.items() if key in keys), "?")
+        raise ConfigError(f"{where}: [{section}] {key} must be a {names}, got {v!r}")
     return v
 
 
@@ -83,6 +87,12 @@ def load_edge_config(path: str) -> EdgeConfig:
     except PermissionError as e:
         raise ConfigError(f"{path} is not readable by this user (it holds credentials: run as the prunefl user "
                           f"or root)") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path} is a directory: give the edge.toml file in it") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
     for section, table in doc.items():
@@ -107,6 +117,10 @@ def load_edge_config(path: str) -> EdgeConfig:
     payload = _get(edge, "max_payload_bytes", int, where, 4 * 2**20)
     if payload < 64 * 1024:
         raise ConfigError(f"{path}: [edge] max_payload_bytes must be >= 65536 (the broker limit is usually MiBs)")
+    max_message = _get(edge, "max_message_bytes", int, where, 64 * 2**20)
+    if max_message < 64 * 1024:
+        raise ConfigError(f"{path}: [edge] max_message_bytes must be >= 65536 (about the model's dense task size: 4 "
+                          "bytes a parameter)")
     password = None
     pw_file = _get(broker, "password_file", str, where)
     if pw_file is not None:
@@ -136,7 +150,7 @@ def load_edge_config(path: str) -> EdgeConfig:
         raise ConfigError(f"{path}: [data] partition_index must be in 0..num_partitions-1 ({index} of {n_parts})")
     dc = DataConfig(dpath, _get(data, "format", str, where), part, n_parts, index, _get(data, "seed", int, where, 0))
     return EdgeConfig(eid, fed, bc, dc, threads, _get(edge, "state_dir", str, where, "/var/lib/prunefl-edge"),
-                      payload, path, _profile_config(doc.get("profile", {}), path))
+                      payload, max_message, path, _profile_config(doc.get("profile", {}), path))
 
 
 def _profile_config(table: dict[str, Any], path: str) -> ProfileConfig:

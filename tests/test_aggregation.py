@@ -104,3 +104,26 @@ def test_a_non_finite_result_changes_nothing():
     with pytest.raises(ValueError, match="parameter 1: aggregated weights are not finite"):
         aggregate_sparse(w, masks, [(good_first_bad_second, 1)])
     assert all(np.array_equal(x, y) for x, y in zip(w, before))
+
+
+def test_sample_budget_is_what_the_task_could_use():
+    from coordinator.aggregation import sample_budget
+
+    assert sample_budget(5, 20, 1000) == 100
+    assert sample_budget(5, 20, 7) == 35  # fewer local samples than a batch: smaller batches
+    for doubtful in (None, 0, -3, True, 2.5, "many"):
+        assert sample_budget(5, 20, doubtful) == 100
+
+
+def test_clip_to_median_scales_only_the_outlier_and_keeps_its_direction():
+    from coordinator.aggregation import clip_to_median
+    from prunefl_common.messages import TrainResult
+
+    sent = [np.zeros(4, np.float32)]
+    res = [TrainResult(f"c{i}", 0, 0, 10, [np.full(4, v, np.float32)]) for i, v in enumerate([1.0, 1.0, 1.5, 50.0])]
+    out, clipped = clip_to_median(res, sent, 2.0)
+    assert clipped == ["c3"]
+    med = float(np.median([2.0, 2.0, 3.0, 100.0]))
+    np.testing.assert_allclose(out[3].values[0], np.full(4, 2.0 * med / 2), rtol=1e-6)  # norm 2 x median
+    assert all(a is b for a, b in zip(out[:3], res[:3]))
+    assert clip_to_median(res[2:], sent, 2.0) == (res[2:], [])  # two results: no majority to be robust by

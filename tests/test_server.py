@@ -207,6 +207,78 @@ def test_a_client_back_from_offline_with_another_mask_version_gets_the_full_mask
         np.testing.assert_array_equal(t.masks[p], m)
 
 
+class Forging(Spy):
+    """c3 publishes a result for every round it was not selected for: the current round and mask version, a zero
+    model, and 10**9 samples claimed (the largest count a result may state)."""
+
+    def gather(self, client_ids, round_index, deadline_s):
+        got = super().gather(client_ids, round_index, deadline_s)
+        if "c3" not in client_ids and got.results:
+            t = got.results[0]
+            got.results.append(dataclasses.replace(t, client_id="c3", n_samples=10**9,
+                                                   values=[np.zeros_like(v) for v in t.values]))
+        return got
+
+
+def _claims_a_billion(r):
+    return dataclasses.replace(r, n_samples=10**9)
+
+
+def test_results_of_clients_not_selected_are_dropped_and_counted():
+    clean, _ = _coord(FedAvg(), rounds=6)
+    clean.run()
+    coord, tr = _coord(FedAvg(), rounds=6)
+    tr.__class__ = Forging
+    recs = coord.run()
+    forged = [r for r in recs if "c3" not in {cid for cid, t in tr.sent if t.round == r["round"]}]
+    assert forged, "c3 was selected in every round"
+    assert [r["unselected_results"] for r in forged] == [1] * len(forged)
+    assert all(r["results"] == r["clients"] and r["failures"] == 0 and "c3" not in r["missed"] for r in recs)
+    for a, b in zip(clean.state.weights, coord.state.weights, strict=True):  # as if c3 had never sent them
+        assert a.tobytes() == b.tobytes()
+
+
+def test_the_aggregation_weight_is_the_coordinators_not_the_claimed_count():
+    clean, _ = _coord(FedAvg(), rounds=4)
+    clean.run()
+    coord, tr = _coord(FedAvg(), rounds=4)
+    tr.__class__ = Corrupting
+    tr.corrupt = _claims_a_billion
+    recs = coord.run()
+    picked = [r for r in recs if "c0" in {cid for cid, t in tr.sent if t.round == r["round"]}]
+    assert picked, "c0 was never selected"
+    assert [r["capped_weights"] for r in picked] == [1] * len(picked)
+    # an honest client claims exactly its task's samples (local_steps x batch), the weight c0 gets too
+    for a, b in zip(clean.state.weights, coord.state.weights, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_clipping_to_the_rounds_median_norm_bounds_one_clients_pull():
+    coord, tr = _coord(FedAvg(), rounds=4)
+    coord.config.clip_updates = 2.0
+    tr.__class__ = Corrupting
+    tr.corrupt = _shifted
+    recs = coord.run()
+    picked = [r for r in recs if "c0" in {cid for cid, t in tr.sent if t.round == r["round"]}]
+    assert picked, "c0 was never selected"
+    assert all(r["clipped_updates"] >= 1 and r["results"] == r["clients"] for r in picked)
+    assert float(max(np.abs(w).max() for w in coord.state.weights)) < 5  # without clipping: > 20 (test above)
+
+
+def test_an_announced_count_cannot_choose_the_initial_pruning_client():
+    from types import SimpleNamespace
+
+    def pick(info):
+        return PruneFL()._pick_initial_client(SimpleNamespace(available=sorted(info), client_info=info))
+
+    honest = {f"e{i}": {"n_samples": 300 + i} for i in range(4)}
+    assert pick(honest) == "e2"  # the first id of those at or above the median count
+    for lie in (10**12, 10**9, 400):
+        assert pick({**honest, "e9": {"n_samples": lie}}) == "e2"
+    assert pick({**honest, "e9": {"n_samples": "many"}, "e8": {}}) == "e2"
+    assert pick({"a": {}, "b": {"n_samples": True}}) == "a"
+
+
 def _record_contributions(coord, spy) -> list:
     """Every client round's n * a**2 (float64, from the network's gradient sums), recorded on the edges as they
     accumulate it: (client, round, z)."""

@@ -375,6 +375,79 @@ def test_decode_memory_is_bounded_by_the_message_size():
     assert _peak(decode, msg) < 3 * len(msg)
 
 
+def test_a_reject_names_the_task_it_answers():
+    tid = "ab" * 16
+    msg = encode_reject(RejectMsg("no", False, tid), federation="f", sender="e", round=3, mask_version=1)
+    assert decode(msg).body == RejectMsg("no", False, tid)
+    old = encode_reject(RejectMsg("no", True), federation="f", sender="e", round=3, mask_version=1)
+    assert decode(old).body.task_id is None  # an edge of before the field: decoded, answers no task
+    _, h, t = unpack(msg)
+    for bad in ("AB" * 16, "ab", 7, None):
+        h["task_id"] = bad
+        with pytest.raises(ProtocolError, match="task_id"):
+            decode(repack(MsgKind.REJECT, h, t))
+    with pytest.raises(ValueError, match="task_id"):
+        encode_reject(RejectMsg("no", False, "x"), federation="f", sender="e", round=3, mask_version=1)
+
+
+def _model_limits(receiver: str, **kw) -> tuple[Limits, list[tuple[int, ...]], list[int]]:
+    spec = mlp_spec((1, 8, 8), (64,), 10)
+    shapes = [p.shape for p in spec.param_shapes()]
+    prunable = [i for i, p in enumerate(spec.param_shapes()) if p.prunable]
+    return Limits.for_model(shapes, prunable, receiver, **kw), shapes, prunable
+
+
+def test_messages_are_checked_against_the_model_before_masks_are_built():
+    """The coordinator's limits name the model: a result whose masks (or values, or importance) do not fit it is
+    refused on its declared shapes, before any mask is allocated, however large the masks it declares. Decoding
+    then costs at most about 3 x the message (its copies), never the 64 x the element budget would allow."""
+    limits, shapes, prunable = _model_limits("coordinator")
+    rng = np.random.default_rng(5)
+    good = {p: rng.random(shapes[p]) < 0.5 for p in prunable}
+    res = InitialPruneResult("e", 0, good, [np.ones(int(good[p].sum()) if p in good else int(np.prod(s)), np.float32)
+                                            for p, s in enumerate(shapes)], 3)
+    msg = encode_result(res, federation="f", sender="e")
+    same(good, decode(msg, limits).body.masks)
+    # the attack: masks of another, much larger shape (all kept, delta-coded at the element budget)
+    huge = {p: np.zeros((2048, 2048), bool) for p in prunable}
+    for m in huge.values():
+        m.reshape(-1)[::64] = True
+    hostile = encode_result(InitialPruneResult("e", 0, huge, [], 3), federation="f", sender="e")
+    assert _peak(decode, hostile) > 40 * len(hostile)  # without the model: masks at the budget, built
+    with pytest.raises(ProtocolError, match="the model's parameter 0 has shape"):
+        decode(hostile, limits)
+    assert _peak(lambda: pytest.raises(ProtocolError, decode, hostile, limits)) < 3 * len(hostile)
+    # values longer than their parameter, importance of other shapes, a value array short: all refused so
+    t = TrainResult("e", 0, 0, 1, [np.ones(int(np.prod(s)) + 1, np.float32) for s in shapes])
+    with pytest.raises(ProtocolError, match="v0 has"):
+        decode(encode_result(t, federation="f", sender="e"), limits)
+    t = TrainResult("e", 0, 0, 1, [np.ones(1, np.float32)] * len(shapes), [np.ones(3, np.float32)] * len(shapes))
+    with pytest.raises(ProtocolError, match="importance: shapes"):
+        decode(encode_result(t, federation="f", sender="e"), limits)
+    t = TrainResult("e", 0, 0, 1, [np.ones(1, np.float32)] * (len(shapes) - 1))
+    with pytest.raises(ProtocolError, match="value arrays, the model has"):
+        decode(encode_result(t, federation="f", sender="e"), limits)
+
+
+def test_limits_from_the_model_hold_its_largest_honest_messages_and_little_more():
+    limits, shapes, prunable = _model_limits("coordinator")
+    dense = [np.ones(int(np.prod(s)), np.float32) for s in shapes]
+    biggest = TrainResult("e", 0, 0, 1, dense, [np.ones(s, np.float32) for s in shapes])
+    assert len(decode(encode_result(biggest, federation="f", sender="e"), limits).body.values) == len(shapes)
+    n = sum(int(np.prod(s)) for s in shapes)
+    assert limits.max_message_bytes < 8 * n * 1.3 + 2**20 + 4096
+    assert limits.reassembly_budget(4) == 8 * limits.max_message_bytes
+    edge, _, _ = _model_limits("edge")
+    assert edge.max_message_bytes < limits.max_message_bytes  # an edge needs about its task size
+    task = Task(0, TaskKind.TRAIN, MaskUpdate(1, full={p: np.ones(shapes[p], bool) for p in prunable}), dense,
+                TrainConfig(lr=0.1))
+    assert decode(encode_task(task, federation="f", sender="c"), edge).body.round == 0
+    assert _model_limits("edge", max_message_bytes=70_000)[0].max_message_bytes == 70_000  # configurable
+    too_big = TrainResult("e", 0, 0, 1, [np.ones(limits.max_message_bytes // 4, np.float32)])
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        decode(encode_result(too_big, federation="f", sender="e"), limits)
+
+
 # ---- rejections, one field at a time ---------------------------------------------------------------------------
 def _sample(kind: str) -> bytes:
     rng = np.random.default_rng(3)

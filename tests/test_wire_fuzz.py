@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from test_wire import envelope, masks_at, unpack, values_for
+from test_wire import SHAPES, envelope, masks_at, unpack, values_for
 
 from prunefl_common.mask_delta import mask_delta
 from prunefl_common.messages import (
@@ -35,6 +35,7 @@ from prunefl_common.model_spec import spec_to_dict
 from prunefl_common.protocol.chunks import Reassembler, split_message
 from prunefl_common.protocol.wire import (
     PREFIX,
+    Limits,
     ProtocolError,
     RejectMsg,
     StatusMsg,
@@ -218,12 +219,20 @@ def blind(rng: np.random.Generator, msg: bytes, how: int) -> bytes:
     return envelope(int(rng.integers(1, 6)), body)
 
 
+# the model the seed messages' masks and values are of (the coordinator decodes against its model so)
+MODEL = Limits(shapes=tuple(SHAPES.get(p, (5,)) for p in range(8)), prunable=frozenset(SHAPES))
+
+
+def decode_for_model(data: bytes) -> Any:
+    return decode(data, MODEL)
+
+
 def test_fuzz_decode_and_reassemble_raise_only_protocol_error():
     rng = np.random.default_rng(20240613)
     seeds = seed_messages()
     reasm = Reassembler(max_pending_messages=16, max_pending_bytes=2**20)
     reasons: Counter[str] = Counter()
-    hostile = past_crc = accepted = 0
+    hostile = past_crc = accepted = fit_model = 0
     for i in range(10 * N_PER_KIND):
         msg = seeds[int(rng.integers(len(seeds)))]
         kind = i % 10
@@ -238,11 +247,13 @@ def test_fuzz_decode_and_reassemble_raise_only_protocol_error():
             tracemalloc.start()
         t0 = time.perf_counter()
         outcome = "accepted"
-        for fn in (decode, reasm.feed):
+        for fn in (decode, decode_for_model, reasm.feed):
             try:
                 fn(data)
                 if fn is decode:
                     accepted += 1
+                elif fn is decode_for_model:
+                    fit_model += 1
             except ProtocolError as e:
                 text = str(e)
                 assert "unexpected decoder error" not in text, (i, kind, text)
@@ -265,4 +276,5 @@ def test_fuzz_decode_and_reassemble_raise_only_protocol_error():
     assert past_crc > 0.9 * hostile, (past_crc, hostile)
     assert len(reasons) > 80, reasons.most_common()
     assert 0 < accepted < hostile  # some changes leave a valid message (a changed value, a padding space): fine
+    assert 0 < fit_model < accepted  # of those, the ones that still fit the model
     assert reasm.pending_bytes <= 2**20 and reasm.pending_messages <= 16

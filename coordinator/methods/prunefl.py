@@ -6,6 +6,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+import numpy as np
+
 from coordinator.methods.base import BaseMethod, fedavg_update
 from coordinator.result_check import initial_prune_problem
 from coordinator.strategy import RoundView, SetupStep, Update
@@ -46,7 +48,10 @@ class PruneFL(BaseMethod):
         ``reconfig_interval`` (0-based), as in the reference (``check_adj_round``).
     importance_window: rounds before each reconfiguration (the reconfiguration round included) in which
         clients accumulate importance; None = the whole interval (faithful: the reference accumulates always).
-    initial_client: the client that runs initial pruning; None = the one with the most local samples.
+    ip_deadline_s: seconds the initial-pruning client has to answer before the next client is asked (at most
+        ``ip_fallbacks`` others); None = 3 x the time model's compute time of ``ip_max_passes`` dense passes + 300 s.
+    initial_client: the client that runs initial pruning; None = the first (by id) of the clients announcing at least
+        the median sample count (a count qualifies, it does not rank: a lying count cannot choose the client).
     importance_top: clients upload z at kept positions and, per layer, the largest z of at most this fraction of
         its kept count at pruned positions (what the mask choice can use); None = every position, dense.
     ip_masked_importance: initial pruning's z masked as in the reference (0 at pruned weights: IP never regrows);
@@ -61,7 +66,8 @@ class PruneFL(BaseMethod):
                  delta0: float = 0.3, half_life: float = 10000.0, max_density: float | None = None,
                  initial_client: str | None = None, ip_max_passes: int = 1000, ip_interval: int | None = None,
                  ip_lr: float | None = None, importance_top: float | None = 1.0, adaptive: bool = True,
-                 ip_masked_importance: bool = True, ties: str = "keep", importance_from: str = "interval") -> None:
+                 ip_masked_importance: bool = True, ties: str = "keep", importance_from: str = "interval",
+                 ip_deadline_s: float | None = None, ip_fallbacks: int = 2) -> None:
         super().__init__(name="prunefl" if initial and adaptive else "ip-only" if initial else "adaptive-only")
         if reconfig_interval <= 0:
             raise ValueError("reconfig_interval must be positive")
@@ -79,19 +85,41 @@ class PruneFL(BaseMethod):
         self.ip_max_passes = ip_max_passes
         self.ip_interval = ip_interval if ip_interval is not None else reconfig_interval
         self.ip_lr = ip_lr
+        self.ip_deadline_s = ip_deadline_s
+        self.ip_fallbacks = ip_fallbacks
         self.importance_top = importance_top
 
     # ---- initial pruning -------------------------------------------------------------------------------
-    def _pick_initial_client(self, view: RoundView) -> str:
+    def _initial_clients(self, view: RoundView) -> list[str]:
+        """The clients to ask for initial pruning, in order: ``initial_client`` (if given), then the clients
+        announcing at least the median sample count, then the others, each group by id. An announced count is the
+        edge's own word: it only qualifies a client, it never ranks it above the others, so announcing 10**12
+        samples cannot win the choice."""
         avail = list(view.available)
         if not avail:
             raise RuntimeError("no client is available for initial pruning")
+        first: list[str] = []
         if self.initial_client is not None:
             if self.initial_client not in avail:
                 raise RuntimeError(f"initial-pruning client {self.initial_client!r} is not available "
                                    f"(available: {', '.join(avail)})")
-            return self.initial_client
-        return max(sorted(avail), key=lambda c: int(view.client_info.get(c, {}).get("n_samples", 0)))
+            first = [self.initial_client]
+        counts = {c: view.client_info.get(c, {}).get("n_samples") for c in avail}
+        valid = {c: n for c, n in counts.items() if isinstance(n, int) and not isinstance(n, bool) and n > 0}
+        med = float(np.median(list(valid.values()))) if valid else 0.0
+        qualified = sorted(c for c, n in valid.items() if n >= med)
+        order = first + qualified + sorted(c for c in avail if c not in qualified)
+        return list(dict.fromkeys(order))
+
+    def _pick_initial_client(self, view: RoundView) -> str:
+        return self._initial_clients(view)[0]
+
+    def _ip_deadline(self, view: RoundView) -> float:
+        if self.ip_deadline_s is not None:
+            return self.ip_deadline_s
+        cfg = self._ip_config(view)
+        dense = [view.sizes[p] for p in view.weight_params]
+        return 3 * view.time_model.compute_time(dense, cfg.n_batches * cfg.max_passes) + 300.0
 
     def _ip_config(self, view: RoundView) -> InitialPruneConfig:
         tm = view.time_model
@@ -105,8 +133,9 @@ class PruneFL(BaseMethod):
     def setup(self, view: RoundView) -> SetupStep | None:
         if not self.initial:
             return None
-        return SetupStep(TaskKind.INITIAL_PRUNE, self._ip_config(view), clients=[self._pick_initial_client(view)],
-                         deadline=False)
+        order = self._initial_clients(view)
+        return SetupStep(TaskKind.INITIAL_PRUNE, self._ip_config(view), clients=order[:1], deadline=False,
+                         deadline_s=self._ip_deadline(view), fallbacks=order[1:1 + self.ip_fallbacks])
 
     def finish_setup(self, view: RoundView, gathered: Gathered | None) -> Update:
         if not self.initial or gathered is None or not gathered.sent_to:

@@ -76,11 +76,16 @@ class Reassembler:
     thread (the MQTT client's callback thread)."""
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, timeout_s: float = 120.0, max_pending_bytes: int = 512 * 2**20,
-                 max_pending_messages: int = 64) -> None:
+                 max_pending_messages: int = 64, max_pending_per_sender: int | None = None) -> None:
         self.limits = limits
         self.timeout_s = timeout_s
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_messages = max_pending_messages
+        # partial messages one sender may hold: a sender flooding chunks of new messages evicts its own oldest
+        # partial messages, not other senders'
+        self.max_pending_per_sender = max_pending_per_sender
+        self.evicted = 0  # partial messages dropped for the limits
+        self.expired = 0  # partial messages dropped for the timeout
         self._pending: OrderedDict[tuple[str, str], _Partial] = OrderedDict()  # oldest first
         self._done = RecentIds(DONE_MEMORY)
         self._bytes = 0
@@ -105,6 +110,7 @@ class Reassembler:
         gone = [k for k, p in self._pending.items() if now - p.first_seen > self.timeout_s]
         for k in gone:
             p = self._drop(k)
+            self.expired += 1
             log.warning("dropped incomplete message %s from %s after %.0f s: %d of %d chunks arrived", k[1], k[0],
                         self.timeout_s, len(p.parts), p.count)
         return [k[1] for k in gone]
@@ -125,6 +131,12 @@ class Reassembler:
                                 f"reassembly budget of {self.max_pending_bytes}")
         part = self._pending.get(key)
         if part is None:
+            own = [k for k in self._pending if k[0] == key[0]] if self.max_pending_per_sender else []
+            for old in own[:max(0, len(own) - (self.max_pending_per_sender or 0) + 1)]:
+                dropped = self._drop(old)
+                self.evicted += 1
+                log.warning("%s holds %d partial messages (at most %d): evicted its oldest, %s (%d of %d chunks)",
+                            key[0], len(own), self.max_pending_per_sender, old[1], len(dropped.parts), dropped.count)
             part = self._pending[key] = _Partial(c.count, c.total, c.crc, now)
         elif (part.count, part.total, part.crc) != (c.count, c.total, c.crc):
             raise ProtocolError(f"chunk {c.index} of {c.header.msg_id} from {c.header.sender} says {c.count} chunks, "
@@ -151,6 +163,7 @@ class Reassembler:
         while len(self._pending) > self.max_pending_messages or self._bytes > self.max_pending_bytes:
             old = next(iter(self._pending))
             dropped = self._drop(old)
+            self.evicted += 1
             log.warning("reassembly limits (%d messages, %d bytes): evicted the oldest partial message %s from %s "
                         "(%d of %d chunks)", self.max_pending_messages, self.max_pending_bytes, old[1], old[0],
                         len(dropped.parts), dropped.count)

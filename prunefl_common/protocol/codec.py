@@ -80,7 +80,7 @@ from prunefl_common.run_id import split_run
 
 __all__ = [  # what wire.py re-exports
     "STATES", "Decoded", "RejectMsg", "StatusMsg", "decode", "encode_reject", "encode_result", "encode_status",
-    "encode_task", "peek_header", "result_nbytes", "task_nbytes",
+    "encode_task", "peek_header", "peek_model", "result_nbytes", "task_nbytes",
 ]
 
 _Parts = tuple[MsgKind, dict[str, Any], dict[str, np.ndarray]]  # an envelope before it is built
@@ -98,6 +98,9 @@ class StatusMsg:
 class RejectMsg:
     reason: str  # at most 4096 characters (longer ones are cut when encoded)
     needs_full_mask: bool
+    # msg_id of the task it answers: the coordinator counts a REJECT only for a task it sent (None: an edge of
+    # before this field, whose REJECT answers nothing the coordinator can check)
+    task_id: str | None = None
 
 
 @dataclass
@@ -384,7 +387,15 @@ def encode_reject(reject: RejectMsg, *, federation: str, sender: str, round: int
     """A REJECT envelope; a reason longer than 4096 characters is cut."""
     h = common_header(MsgKind.REJECT, federation, sender, round, mask_version)
     h.update(reason=str(reject.reason)[:MAX_REASON_CHARS], needs_full_mask=bool(reject.needs_full_mask))
+    if reject.task_id is not None:
+        if not _is_msg_id(reject.task_id):
+            raise ValueError(f"task_id must be 32 lowercase hex digits, got {reject.task_id!r}")
+        h["task_id"] = reject.task_id
     return envelope(MsgKind.REJECT, h, {})
+
+
+def _is_msg_id(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 32 and all(c in "0123456789abcdef" for c in v)
 
 
 
@@ -400,8 +411,9 @@ _KIND_FIELDS: dict[MsgKind | str, frozenset[str]] = {
 
 
 
-def _masks_from(entries: Any, t: Tensors, what: str) -> dict[int, np.ndarray]:
-    """Full masks: all entries and sizes checked (and the element budget) before any mask is allocated."""
+def _masks_from(entries: Any, t: Tensors, what: str, limits: Limits) -> dict[int, np.ndarray]:
+    """Full masks: all entries and sizes checked (against the model when the limits name one, and the element
+    budget) before any mask is allocated."""
     checked = []
     total = 0
     for e in read_list(entries, what, MAX_PARAMS):
@@ -411,11 +423,18 @@ def _masks_from(entries: Any, t: Tensors, what: str) -> dict[int, np.ndarray]:
         if not isinstance(shape, list) or not 1 <= len(shape) <= 8 or not all(
                 is_int(s) and 1 <= s <= MAX_ELEMENTS for s in shape) or math.prod(shape) > MAX_ELEMENTS:
             raise ProtocolError(f"{what} of parameter {p}: bad shape {show(shape)}")
+        if limits.prunable is not None and limits.shapes is not None and (
+                p not in limits.prunable or tuple(shape) != limits.shapes[p]):
+            want = f"shape {list(limits.shapes[p])}" if p in limits.prunable else "no mask (not a prunable weight)"
+            raise ProtocolError(f"{what} of parameter {p}: shape {show(shape)}, the model's parameter {p} has {want}")
         size = math.prod(shape)
         arr = t.take(f"m{p}", what)  # a repeated parameter finds its tensor already used
         check_positions(e["enc"], arr, size, f"{what} of parameter {p}")
         total += size
         checked.append((p, tuple(shape), size, e["enc"], arr))
+    if limits.prunable is not None and sorted(p for p, *_ in checked) != sorted(limits.prunable):
+        raise ProtocolError(f"{what}: masks for parameters {sorted(p for p, *_ in checked)[:16]}, the model's "
+                            f"prunable ones are {sorted(limits.prunable)[:16]}")
     if total > t.budget:
         raise ProtocolError(f"{what}: {total} mask entries from a {t.budget // MASK_ELEMENTS_PER_BYTE}-byte body "
                             f"(at most {MASK_ELEMENTS_PER_BYTE} per byte)")
@@ -423,7 +442,7 @@ def _masks_from(entries: Any, t: Tensors, what: str) -> dict[int, np.ndarray]:
             for p, shape, size, enc, arr in checked}
 
 
-def _delta_from(m: dict[str, Any], version: int, t: Tensors) -> MaskDelta:
+def _delta_from(m: dict[str, Any], version: int, t: Tensors, limits: Limits) -> MaskDelta:
     exact_keys(m, frozenset({"mode", "base_version", "entries"}), "task mask")
     base = read_int(m, "base_version", "task mask", -1, MAX_ID)
     added: dict[int, np.ndarray] = {}
@@ -432,6 +451,10 @@ def _delta_from(m: dict[str, Any], version: int, t: Tensors) -> MaskDelta:
         exact_keys(e, frozenset({"param", "size", "added", "removed"}), "mask delta entry")
         p = read_int(e, "param", "mask delta", 0, MAX_PARAMS - 1)
         size = read_int(e, "size", f"mask delta of parameter {p}", 1, MAX_ELEMENTS)
+        if limits.prunable is not None and limits.shapes is not None and (
+                p not in limits.prunable or size != math.prod(limits.shapes[p])):
+            has = f"has {math.prod(limits.shapes[p])}" if p in limits.prunable else "has no mask"
+            raise ProtocolError(f"mask delta of parameter {p}: {size} positions, the model's parameter {p} {has}")
         for key, table in (("added", added), ("removed", removed)):
             if e[key] is None:
                 continue
@@ -442,7 +465,22 @@ def _delta_from(m: dict[str, Any], version: int, t: Tensors) -> MaskDelta:
     return MaskDelta(base, version, added, removed)
 
 
-def _decode_task(header: Header, h: dict[str, Any], t: Tensors) -> tuple[Task, dict[str, Any] | None]:
+def _values_from(h: dict[str, Any], t: Tensors, what: str, limits: Limits) -> list[np.ndarray]:
+    """The kept-value vectors ``v<i>``; with a model: one per parameter, none longer than its parameter."""
+    n = read_int(h, "n_values", what, 0, MAX_PARAMS)
+    if limits.shapes is not None and n not in (0, len(limits.shapes)):
+        raise ProtocolError(f"{what}: {n} value arrays, the model has {len(limits.shapes)} parameters")
+    values = [t.vector(f"v{i}", f"{what} values") for i in range(n)]
+    if limits.shapes is not None:
+        for i, v in enumerate(values):
+            if v.size > math.prod(limits.shapes[i]):
+                raise ProtocolError(f"{what} values: v{i} has {v.size} values, the model's parameter {i} "
+                                    f"{math.prod(limits.shapes[i])}")
+    return values
+
+
+def _decode_task(header: Header, h: dict[str, Any], t: Tensors,
+                 limits: Limits) -> tuple[Task, dict[str, Any] | None]:
     exact_keys(h, _KIND_FIELDS[MsgKind.TASK], "task header")
     kind_s = h["task_kind"]
     if kind_s not in [k.value for k in TaskKind]:
@@ -460,12 +498,12 @@ def _decode_task(header: Header, h: dict[str, Any], t: Tensors) -> tuple[Task, d
         mu = MaskUpdate(header.mask_version)
     elif mode == "full":
         exact_keys(m, frozenset({"mode", "entries"}), "task mask")
-        mu = MaskUpdate(header.mask_version, full=_masks_from(m["entries"], t, "task mask"))
+        mu = MaskUpdate(header.mask_version, full=_masks_from(m["entries"], t, "task mask", limits))
     elif mode == "delta":
-        mu = MaskUpdate(header.mask_version, delta=_delta_from(m, header.mask_version, t))
+        mu = MaskUpdate(header.mask_version, delta=_delta_from(m, header.mask_version, t, limits))
     else:
         raise ProtocolError(f"task mask: mode must be none, full or delta, got {show(mode)}")
-    values = [t.vector(f"v{i}", "task values") for i in range(read_int(h, "n_values", "task", 0, MAX_PARAMS))]
+    values = _values_from(h, t, "task", limits)
     model = h["model"]
     if model is not None and not isinstance(model, dict):
         raise ProtocolError("task: model must be a JSON object or null")
@@ -477,7 +515,7 @@ def _decode_task(header: Header, h: dict[str, Any], t: Tensors) -> tuple[Task, d
     return Task(header.round, kind, mu, values, config), model
 
 
-def _sparse_importance_from(d: Any, t: Tensors) -> SparseImportance:
+def _sparse_importance_from(d: Any, t: Tensors, limits: Limits) -> SparseImportance:
     """Sizes and position codes checked before any position array is built (as for masks)."""
     exact_keys(d, frozenset({"kept_exp", "pruned"}), "result sparse importance")
     exps = read_list(d["kept_exp"], "result sparse importance", MAX_PARAMS)
@@ -494,6 +532,10 @@ def _sparse_importance_from(d: Any, t: Tensors) -> SparseImportance:
         exact_keys(e, frozenset({"param", "size", "enc", "exp"}), "sparse importance entry")
         p = read_int(e, "param", "sparse importance", 0, MAX_PARAMS - 1)
         size = read_int(e, "size", f"sparse importance of parameter {p}", 1, MAX_ELEMENTS)
+        if limits.prunable is not None and limits.shapes is not None and (
+                p not in limits.prunable or size != math.prod(limits.shapes[p])):
+            raise ProtocolError(f"sparse importance of parameter {p}: {size} positions, not a prunable weight of the "
+                                "model of that size")
         what = f"pruned importance of parameter {p}"
         exp = read_int(e, "exp", what, -MAX_HALF_EXP, MAX_HALF_EXP)
         vals = t.half_vector(f"zp{p}", what)
@@ -508,7 +550,7 @@ def _sparse_importance_from(d: Any, t: Tensors) -> SparseImportance:
     return SparseImportance(kept, index, values, sizes)
 
 
-def _decode_result(header: Header, h: dict[str, Any], t: Tensors) -> TrainResult | InitialPruneResult:
+def _decode_result(header: Header, h: dict[str, Any], t: Tensors, limits: Limits) -> TrainResult | InitialPruneResult:
     rk = h.get("result_kind")
     if rk not in ("train", "initial_prune"):
         raise ProtocolError(f"result: result_kind must be train or initial_prune, got {show(rk)}")
@@ -516,13 +558,17 @@ def _decode_result(header: Header, h: dict[str, Any], t: Tensors) -> TrainResult
     optional = {"importance_sparse"} & set(h) if rk == "train" else set()
     exact_keys(h, _KIND_FIELDS[f"result:{rk}"] | optional, f"result ({rk}) header")
     cid = read_id(h, "client_id", "result")
-    values = [t.vector(f"v{i}", "result values") for i in range(read_int(h, "n_values", "result", 0, MAX_PARAMS))]
+    values = _values_from(h, t, "result", limits)
     compute = read_float(h, "compute_s", "result", 0.0, 1e9, null_is_nan=True)
     if rk == "train":
         importance = None
         if h["importance"] is not None:
             importance = []
-            for i, shape in enumerate(read_list(h["importance"], "result importance", MAX_PARAMS)):
+            shapes = read_list(h["importance"], "result importance", MAX_PARAMS)
+            if limits.shapes is not None and shapes != [list(s) for s in limits.shapes]:
+                raise ProtocolError(f"result importance: shapes {show(shapes)}, the model's are "
+                                    f"{show([list(s) for s in limits.shapes])}")
+            for i, shape in enumerate(shapes):
                 z = t.take(f"z{i}", "result importance")
                 if z.dtype != np.float32 or not isinstance(shape, list) or list(z.shape) != shape:
                     raise ProtocolError(f"result importance: z{i} is {z.dtype} {list(z.shape)}, the header says "
@@ -532,7 +578,7 @@ def _decode_result(header: Header, h: dict[str, Any], t: Tensors) -> TrainResult
         if sparse is not None:
             if importance is not None:
                 raise ProtocolError("result: importance is dense and sparse at once")
-            importance = _sparse_importance_from(sparse, t)
+            importance = _sparse_importance_from(sparse, t, limits)
         n_samples = read_int(h, "n_samples", "result", 0, 10**12)
         return TrainResult(cid, header.round, header.mask_version, n_samples, values, importance,
                            read_float(h, "loss", "result", null_is_nan=True),
@@ -544,7 +590,7 @@ def _decode_result(header: Header, h: dict[str, Any], t: Tensors) -> TrainResult
     dens = read_list(h["densities"], "result densities", 10**6)
     if not all(d is None or (is_num(d) and math.isfinite(d)) for d in dens):
         raise ProtocolError("result: densities must be finite numbers or null")
-    masks = _masks_from(h["masks"], t, "result masks")
+    masks = _masks_from(h["masks"], t, "result masks", limits)
     return InitialPruneResult(cid, header.round, masks, values, read_int(h, "passes", "result", 0, 10**9),
                               [list(row) for row in hist], [float("nan") if d is None else float(d) for d in dens],
                               read_float(h, "train_accuracy", "result", 0.0, 1.0, True), compute, header.mask_version)
@@ -561,8 +607,13 @@ def _decode_status(h: dict[str, Any]) -> StatusMsg:
 
 
 def _decode_reject(h: dict[str, Any]) -> RejectMsg:
-    exact_keys(h, _KIND_FIELDS[MsgKind.REJECT], "reject header")
-    return RejectMsg(read_str(h, "reason", "reject", MAX_REASON_CHARS), read_bool(h, "needs_full_mask", "reject"))
+    fields_ = _KIND_FIELDS[MsgKind.REJECT] | ({"task_id"} if "task_id" in h else set())
+    exact_keys(h, fields_, "reject header")
+    task_id = h.get("task_id")
+    if "task_id" in h and not _is_msg_id(task_id):
+        raise ProtocolError(f"reject: task_id must be 32 lowercase hex digits, got {show(task_id)}")
+    return RejectMsg(read_str(h, "reason", "reject", MAX_REASON_CHARS), read_bool(h, "needs_full_mask", "reject"),
+                     task_id)
 
 
 
@@ -578,9 +629,9 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Decoded:
     model = None
     out: Task | TrainResult | InitialPruneResult | StatusMsg | RejectMsg
     if kind == MsgKind.TASK:
-        out, model = _decode_task(header, h, t)
+        out, model = _decode_task(header, h, t, limits)
     elif kind == MsgKind.RESULT:
-        out = _decode_result(header, h, t)
+        out = _decode_result(header, h, t, limits)
     elif kind == MsgKind.STATUS:
         out = _decode_status(h)
     else:
@@ -598,6 +649,20 @@ def _peek(data: bytes | bytearray | memoryview, limits: Limits) -> Header:
     kind, body, _ = read_prefix(data, limits)
     h = container_header(body, limits)
     return read_header(kind, h)
+
+
+def _peek_model(data: bytes | bytearray | memoryview, limits: Limits) -> dict[str, Any] | None:
+    kind, body, _ = read_prefix(data, limits)
+    if kind != MsgKind.TASK:
+        return None
+    model = container_header(body, limits).get("model")
+    return model if isinstance(model, dict) else None
+
+
+def peek_model(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """The model a TASK names (None for another kind, or a task naming none), from the JSON header only: lets an
+    edge pick the limits (its model's shapes) before it decodes the tensors."""
+    return guarded("a task's model", _peek_model, data, limits)
 
 
 def peek_header(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Header:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,40 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
+    """What a receiver accepts. ``shapes`` (every parameter's shape, the model's order) and ``prunable`` (the
+    parameters that carry masks), when set, are the model messages must fit: a decoder checks every declared mask,
+    mask change, value vector and importance array against them before it allocates anything for it."""
+
     max_message_bytes: int = 256 * 2**20  # a whole (reassembled) message
     max_header_bytes: int = 1 * 2**20  # the JSON header(s)
     max_tensors: int = 4096
+    shapes: tuple[tuple[int, ...], ...] | None = None
+    prunable: frozenset[int] | None = None
+
+    @classmethod
+    def for_model(cls, shapes: Sequence[Sequence[int]], prunable: Iterable[int], receiver: str,
+                  max_message_bytes: int | None = None) -> Limits:
+        """Limits for messages about this model. The message limit (unless given) is what the largest honest
+        message can be, x 1.25, + 1 MiB of headers: for an edge (``receiver="edge"``: it receives tasks) the dense
+        values (4 bytes a parameter) and a mask change's two bitmaps (1/4 byte a weight); for the coordinator
+        (results) dense values plus dense importance plus a mask bitmap (8 1/8 bytes a parameter)."""
+        shapes_t = tuple(tuple(int(d) for d in s) for s in shapes)
+        pr = frozenset(int(p) for p in prunable)
+        n = sum(math.prod(s) for s in shapes_t)
+        w = sum(math.prod(shapes_t[p]) for p in pr)
+        if receiver == "edge":
+            need = 4 * n + w // 4
+        elif receiver == "coordinator":
+            need = 8 * n + w // 8
+        else:
+            raise ValueError(f"receiver must be 'edge' or 'coordinator', got {receiver!r}")
+        derived = need + need // 4 + 2**20
+        return cls(max_message_bytes=max_message_bytes or derived, max_tensors=min(4096, 3 * len(shapes_t) + 8),
+                   shapes=shapes_t, prunable=pr)
+
+    def reassembly_budget(self, senders: int = 1) -> int:
+        """Bytes a receiver holds for partial chunked messages: two messages' worth per sender it expects."""
+        return 2 * self.max_message_bytes * max(1, senders)
 
 
 DEFAULT_LIMITS = Limits()

@@ -4,8 +4,10 @@
   certificate), username/password;
 * MQTT 3.1.1 with a persistent session (``clean_session=False``) and QoS 1, so messages published while a side
   is reconnecting are delivered when it is back;
-* automatic reconnection by paho's network thread with exponential back-off (``min_backoff_s`` doubling up to
-  ``max_backoff_s``), the first connection included; subscriptions are renewed on every connection;
+* automatic reconnection by paho's network thread with exponential back-off, the first connection included: the
+  first retry after a random 10-100 % of ``min_backoff_s`` (so a fleet does not reconnect in step), doubling up to
+  ``max_backoff_s`` (default 2 s: a broker restart of a few seconds costs a round's results at most that much;
+  the coordinator bounds it by a quarter of its round deadline); subscriptions are renewed on every connection;
 * an optional Last Will (the edge's "offline" status);
 * TCP_NODELAY on every connection (``BrokerConfig.tcp_nodelay``).
 
@@ -16,6 +18,7 @@ short (put the payload in a queue).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -41,8 +44,8 @@ class BrokerConfig:
     key_file: str | None = None
     username: str | None = None
     password: str | None = None
-    min_backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 2.0
     # Nagle's algorithm off: a small packet (an ack, a status, a small result) leaves at once instead of waiting for
     # the peer's delayed ack (bench/bench_fleet.py, 10 light edges: round overhead 47 ms with Nagle, 12 ms without
     # it on the clients and in Mosquitto, whose config provision_broker.sh writes with set_tcp_nodelay)
@@ -50,7 +53,12 @@ class BrokerConfig:
 
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the URL."""
-        u = urlsplit(self.url)
+        try:
+            u = urlsplit(self.url)
+            u.hostname  # noqa: B018 - parses the netloc: a bad IPv6 literal raises here
+        except ValueError as e:
+            raise BrokerConfigError(f"broker URL {self.url!r} cannot be parsed ({e}): use mqtt://host:port or "
+                                    "mqtts://host:port, IPv6 as mqtt://[::1]:1883") from e
         if u.scheme not in ("mqtt", "mqtts"):
             raise BrokerConfigError(f"broker URL {self.url!r}: use mqtt://host:port or mqtts://host:port")
         if not u.hostname:
@@ -110,7 +118,8 @@ class MqttClient:
         c = self._paho(clean_session=False)
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=max(1, int(config.min_backoff_s)), max_delay=max(1, int(config.max_backoff_s)))
+        first = config.min_backoff_s * random.uniform(0.1, 1.0)  # jittered: a fleet does not reconnect in step
+        c.reconnect_delay_set(min_delay=first, max_delay=max(first, config.max_backoff_s))
         c.max_inflight_messages_set(64)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
@@ -121,9 +130,16 @@ class MqttClient:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session,
                         protocol=mqtt.MQTTv311)
         if self.config.endpoint()[2]:
-            ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            try:
+                ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            except (ssl.SSLError, OSError) as e:
+                raise BrokerConfigError(f"ca_file {self.config.ca_file}: not a usable CA certificate ({e})") from e
             if self.config.cert_file is not None:
-                ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
+                try:
+                    ctx.load_cert_chain(self.config.cert_file, self.config.key_file)
+                except (ssl.SSLError, OSError) as e:
+                    raise BrokerConfigError(f"cert_file {self.config.cert_file} / key_file {self.config.key_file}: "
+                                            f"not a usable certificate and key (PEM) ({e})") from e
             c.tls_set_context(ctx)
         if self.config.username is not None:
             c.username_pw_set(self.config.username, self.config.password)

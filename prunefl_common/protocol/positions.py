@@ -87,7 +87,7 @@ def delta_indices(arr: np.ndarray, size: int, what: str) -> np.ndarray:
     # the sum of the gaps is the last index; exact in float64 below 2**53, so this also rules out int64 overflow
     if float(arr.sum(dtype=np.float64)) >= size:
         raise ProtocolError(f"{what}: indices run beyond position {size - 1}")
-    idx = np.cumsum(arr.astype(np.int64))
+    idx = np.cumsum(arr, dtype=np.int64)  # one int64 array: no widened copy of the gaps first
     if idx[-1] >= size:
         raise ProtocolError(f"{what}: indices run beyond position {size - 1}")
     return idx

@@ -11,6 +11,10 @@ from prunefl_edge.datasets.base import Dataset, DatasetError
 
 
 def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim >= 1 and len(x) == 0:
+        raise DatasetError(f"{path}: {key} holds no samples (shape {x.shape}): store at least one")
+    if x.ndim >= 2 and 0 in x.shape[1:]:
+        raise DatasetError(f"{path}: {key} samples are empty (shape {x.shape}): each needs at least one value")
     if x.ndim == 2:  # flat rows: square single-channel images
         side = int(round(np.sqrt(x.shape[1])))
         if side * side != x.shape[1]:
@@ -43,5 +47,15 @@ def load_npz(path: str | Path) -> Dataset:
     xt = _images(p, "x_test", arrays["x_test"]) if "x_test" in arrays else None
     yt = arrays.get("y_test")
     ys = [y] + ([yt] if yt is not None else [])
-    num_classes = int(arrays["num_classes"]) if "num_classes" in arrays else int(max(a.max() for a in ys)) + 1
+    if any(a.ndim != 1 for a in ys):
+        raise DatasetError(f"{p}: labels must be one per sample, (N,): {yk} is {y.shape} for {xk} {x.shape}")
+    if "num_classes" in arrays:
+        nc = arrays["num_classes"]
+        if nc.ndim != 0 or not np.issubdtype(nc.dtype, np.integer) or int(nc) < 1:
+            raise DatasetError(f"{p}: num_classes must be one positive integer, got {nc.dtype} of shape {nc.shape}")
+        num_classes = int(nc)
+    else:
+        num_classes = int(max(a.max() for a in ys if a.size)) + 1
+    if min(int(a.min()) for a in ys if a.size) < 0 or max(int(a.max()) for a in ys if a.size) >= num_classes:
+        raise DatasetError(f"{p}: labels must be in 0..{num_classes - 1}")
     return Dataset(p.stem, x, y.astype(np.int32), num_classes, xt, yt.astype(np.int32) if yt is not None else None)
