@@ -141,3 +141,11 @@ def test_status_json_is_written_at_start_before_any_task(tmp_path: Path) -> None
     assert seen["status"] is not None
     info = json.loads(seen["status"])
     assert info["tasks_done"] == 0 and info["n_samples"] == 60 and info["software"].startswith("prunefl-edge ")
+
+
+def test_tasks_carrying_a_run_id_are_still_decoded_against_the_models_limits(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    first = _task(0, 1, "runA")
+    agent._handle(first)
+    assert agent._limits_for(first).shapes == tuple(p.shape for p in SHAPES)  # the run id is not the model
+    assert agent._limits_for(_task(0, 1, "runB")).shapes == tuple(p.shape for p in SHAPES)  # a new run, same model
