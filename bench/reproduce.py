@@ -14,13 +14,18 @@ At 0.25 the first round's local steps on the other clients' labels then blow up 
 Methods: fedavg (dense), prunefl (initial + adaptive), adaptive-only, ip-only (initial pruning, then a fixed mask:
 the reference's ``-na -i``), snip and imp (both at PruneFL's final
 density, as the reference does for imp), reinit and random-reinit (PruneFL's final mask from the original /
-a fresh initialisation). The reference's "online" size tuner is not run (see coordinator/methods/__init__.py).
+a fresh initialisation), feddst (Bibikar et al.: a fixed density, at PruneFL's final density like snip and imp;
+prune / regrow every 10 rounds with a mask vote, docs/REPRODUCTION.md section 8). The reference's "online" size
+tuner is not run (see coordinator/methods/__init__.py).
+
+Charts: one series per method, accuracy vs simulated time (with initial pruning at the device rate and at 0 s)
+and vs bytes, with the targets as dashed lines, as SVG files beside the JSON (``--charts``) and in the report.
 
 Per method: final accuracy, final density, and the simulated time and bytes (up + down) to reach each target
 accuracy, with ratios to fedavg, with initial pruning's time counted and left out (as the reference accounts it).
 
     python bench/reproduce.py [--preset conv2|paper-proxy] [--partition iid|dirichlet|shards] [--quick]
-                              [--rounds N] [--json results.json] [--out DIR] [--threads 2]
+                              [--rounds N] [--json results.json] [--charts PREFIX] [--out DIR] [--threads 2]
 
 Presets: ``conv2`` (the default: the regime above, 400 rounds) and ``paper-proxy`` (the paper's federation shape on
 a small model: MLP 784-200-200-10 on MNIST 5k, 100 clients, 10 per round, the ``pi-proxy-mlp`` profile = the
@@ -50,11 +55,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coordinator.cli_sim import SimOptions, run_simulation
-from coordinator.report import write_report
+from coordinator.report import write_chart_files, write_report
 
 log = logging.getLogger("reproduce")
 
-METHODS = ("fedavg", "prunefl", "adaptive-only", "ip-only", "snip", "imp", "reinit", "random-reinit")
+METHODS = ("fedavg", "prunefl", "adaptive-only", "ip-only", "snip", "imp", "reinit", "random-reinit", "feddst")
 TARGETS = ("strict", "95")
 
 
@@ -197,10 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fraction", type=float, default=0.95, help="the lenient target: this x fedavg's final")
     ap.add_argument("--final-evaluations", type=int, default=5,
                     help="final accuracy = mean of this many last evaluations (default 5)")
+    ap.add_argument("--ip-interval", type=int, help="passes between initial pruning's reconfigurations (default: the "
+                    "reconfiguration interval, 50, as the reference; fewer make IP cheaper, docs/REPRODUCTION.md 9)")
+    ap.add_argument("--ip-budget-s", type=float, help="device-time budget of initial pruning (simulated seconds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="run directories and report (default bench/results/reproduce-PRESET)")
     ap.add_argument("--json", help="write the summary JSON here")
+    ap.add_argument("--charts", help="write the comparison charts (accuracy vs simulated time, with and without "
+                    "initial pruning's time, and vs bytes; one series per method) as PREFIX-accuracy-vs-*.svg "
+                    "(default: beside --json with its name, else OUT/comparison)")
     ap.add_argument("--engine-profile", help="a profile of this machine (prunefl-edge profile --model conv2 "
                     "--classes 10): its dense/sparse switch-over densities speed up the simulation's wall time")
     ap.add_argument("--engine", choices=("c", "torch"), default="c",
@@ -222,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                       local_steps=5, batch_size=20, eval_every=4 if args.quick else 10,
                       reconfig_interval=10 if args.quick else 50, ip_max_passes=40 if args.quick else 1000,
                       profile=preset.profile, seed=args.seed, threads=args.threads, report=False, export_onnx=False,
-                      engine_profile=args.engine_profile)
+                      engine_profile=args.engine_profile, ip_interval=args.ip_interval,
+                      ip_budget_s=args.ip_budget_s)
     factories: dict[str, Any] = {}
     if args.engine == "torch":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -234,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     order = [m for m in ("fedavg", "prunefl") if m in methods] + [m for m in methods if m not in ("fedavg", "prunefl")]
     for m in order:
         opts = dataclasses.replace(base, method=m, out=str(out / m))
-        if m in ("snip", "imp"):
+        if m in ("snip", "imp", "feddst"):
             if "prunefl" not in runs:
                 log.warning("%s: PruneFL's final density unknown (prunefl not run); using 0.13", m)
             dens = runs["prunefl"]["density"] if "prunefl" in runs else 0.13
@@ -260,9 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nWall time: {total:.0f} s on this machine ({args.threads} threads); preset {preset.name}, partition "
           f"{partition}, rounds per method: {rounds}{' (--quick)' if args.quick else ''}.")
-    report = write_report({m: r["records"] for m, r in runs.items()}, out,
-                          title=f"PruneFL reproduction ({preset.title}, {partition})", table_markdown=table)
+    records = {m: r["records"] for m, r in runs.items()}
+    report = write_report(records, out, title=f"PruneFL reproduction ({preset.title}, {partition})",
+                          table_markdown=table, targets=summary["targets"])
     print(f"Report: {report}")
+    prefix = Path(args.charts) if args.charts else (Path(args.json).with_suffix("") if args.json
+                                                    else out / "comparison")
+    for path in write_chart_files(records, prefix.parent, prefix.name, summary["targets"]):
+        print(f"Chart: {path}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.methods import FedAvg, FixedMask, IterativeMagnitude, PruneFL, Snip
+from coordinator.methods import FedAvg, FedDST, FixedMask, IterativeMagnitude, PruneFL, Snip
 from coordinator.run_options import RunOptions, UsageError
 from coordinator.strategy import Method
 from prunefl_common.model_spec import ModelSpec
@@ -30,7 +30,7 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
         return PruneFL(initial=(m != "adaptive-only"), adaptive=(m != "ip-only"),
                        reconfig_interval=opts.reconfig_interval, importance_window=opts.importance_window,
                        max_density=opts.max_density, initial_client=opts.initial_client,
-                       ip_max_passes=opts.ip_max_passes,
+                       ip_max_passes=opts.ip_max_passes, ip_interval=opts.ip_interval, ip_budget_s=opts.ip_budget_s,
                        importance_top=opts.importance_top if opts.importance_upload == "sparse" else None,
                        ip_masked_importance=(opts.ip_importance == "masked"), ties=opts.mask_ties,
                        importance_from=opts.importance_from, ip_deadline_s=opts.initial_deadline)
@@ -38,6 +38,9 @@ def make_method(opts: RunOptions, spec: ModelSpec, init: list[np.ndarray]) -> Me
         return FedAvg()
     if m == "snip":
         return Snip(opts.target_density)
+    if m == "feddst":
+        return FedDST(opts.target_density, interval=opts.feddst_interval, alpha=opts.feddst_alpha,
+                      distribution=opts.feddst_distribution)
     if m == "imp":
         return IterativeMagnitude(opts.target_density, steps=opts.imp_steps)
     if m in ("reinit", "random-reinit"):

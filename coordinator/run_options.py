@@ -41,10 +41,15 @@ class RunOptions:
     importance_top: float = 1.0  # sparse: pruned positions sent per layer, as a multiple of its kept count (raised
     # by PruneFL when a reconfiguration regrows close to it)
     max_density: float | None = None
-    target_density: float = 0.13  # snip / imp
+    target_density: float = 0.13  # snip / imp / feddst
+    feddst_interval: int = 10  # rounds between FedDST's readjustments (the reference's R_adj)
+    feddst_distribution: str = "erk"  # FedDST's per-layer densities: "erk" (the reference's default) or "uniform"
+    feddst_alpha: float = 0.05  # FedDST's readjusted fraction of kept weights (cosine-annealed to 0 at half the run)
     imp_steps: int = 20
     initial_client: str | None = None
     ip_max_passes: int = 1000
+    ip_interval: int | None = None  # passes between initial pruning's reconfigurations (None: --reconfig-interval)
+    ip_budget_s: float | None = None  # device-time budget of initial pruning (simulated seconds, compute only)
     initial_deadline: float | None = None  # seconds; None: from the time model (see PruneFL)
     # the reference's semantics by default (docs/REPRODUCTION.md); the other value of each is an option to measure
     ip_importance: str = "masked"  # initial pruning's z: "masked" (0 at pruned weights, no regrowth) or "dense"
@@ -100,7 +105,13 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
     g.add_argument("--importance-top", type=float, help=f"sparse upload: pruned positions per layer, as a fraction "
                                                         f"of its kept weights (default {d.importance_top})")
     g.add_argument("--max-density", type=float, help="cap on the density chosen by PruneFL")
-    g.add_argument("--target-density", type=float, help=f"density of snip / imp (default {d.target_density})")
+    g.add_argument("--target-density", type=float, help=f"density of snip / imp / feddst (default {d.target_density})")
+    g.add_argument("--feddst-interval", type=int,
+                   help=f"rounds between FedDST's readjustments (default {d.feddst_interval})")
+    g.add_argument("--feddst-alpha", type=float,
+                   help=f"fraction of kept weights FedDST readjusts, annealed to 0 (default {d.feddst_alpha})")
+    g.add_argument("--feddst-distribution", choices=("erk", "uniform"),
+                   help=f"FedDST's per-layer densities (default {d.feddst_distribution})")
     g.add_argument("--imp-steps", type=int, help=f"pruning steps of imp (default {d.imp_steps})")
     g.add_argument("--initial-client", help="client id for initial pruning (default: the first id among the "
                                             "clients announcing at least the median sample count)")
@@ -108,6 +119,11 @@ def add_run_arguments(p: argparse.ArgumentParser, d: RunOptions, *, data_title: 
                    help="seconds the initial-pruning client has to answer before the next one is asked (two others "
                         "at most; default: 3 x the time model's estimate of --ip-max-passes dense passes + 300)")
     g.add_argument("--ip-max-passes", type=int, help=f"initial-pruning pass limit (default {d.ip_max_passes})")
+    g.add_argument("--ip-interval", type=int, help="passes between initial pruning's reconfigurations (default: "
+                                                  "--reconfig-interval, as the reference)")
+    g.add_argument("--ip-budget-s", type=float,
+                   help="device-time budget of initial pruning (compute only, by the time model): its pass limit "
+                        "becomes the passes of the dense model that fit in it (default: none)")
     g.add_argument("--ip-importance", choices=("masked", "dense"),
                    help="initial pruning's importance: masked (the reference: z = 0 at pruned weights, no regrowth) "
                         f"or dense (default {d.ip_importance})")
@@ -203,6 +219,11 @@ def check_run_options(o: RunOptions, extra: Sequence[tuple[bool, str]] = ()) -> 
               (isinstance(o.importance_top, int | float) and 0 <= o.importance_top <= 1e6,
                "--importance-top must be a number >= 0"),
               (0 < o.target_density <= 1, "--target-density must be in (0, 1]"),
+              (o.ip_interval is None or o.ip_interval > 0, "--ip-interval must be positive"),
+              (o.ip_budget_s is None or o.ip_budget_s > 0, "--ip-budget-s must be positive"),
+              (o.feddst_interval > 0, "--feddst-interval must be positive"),
+              (o.feddst_distribution in ("erk", "uniform"), "--feddst-distribution must be erk or uniform"),
+              (0 <= o.feddst_alpha < 1, "--feddst-alpha must be in [0, 1)"),
               (o.max_density is None or 0 < o.max_density <= 1, "--max-density must be in (0, 1]"),
               (o.max_update_norm is None or o.max_update_norm > 0, "--max-update-norm must be positive"),
               (o.clip_updates is None or o.clip_updates >= 1, "--clip-updates must be >= 1 (a multiple of the "

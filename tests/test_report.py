@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.dom.minidom
 
-from coordinator.report import svg_chart, write_report
+from coordinator.report import svg_chart, write_chart_files, write_report
 
 
 def _records(method, dens):
@@ -27,3 +27,23 @@ def test_html_report_with_svg(tmp_path):
 
 def test_empty_chart():
     xml.dom.minidom.parseString(svg_chart([("x", [], [])], "empty", "x", "y"))
+
+
+def test_comparison_chart_files_one_series_per_method(tmp_path):
+    ip = {"round": -1, "stage": "initial_pruning", "accuracy": 0.3, "density": 0.4, "sim_time_s": 500.0,
+          "bytes_up": 0, "bytes_down": 10}
+    runs = {"fedavg": _records("fedavg", [1.0] * 10), "prunefl": [ip] + _records("prunefl", [0.4] * 10),
+            "feddst": _records("feddst", [0.3] * 10)}
+    paths = write_chart_files(runs, tmp_path / "charts", "pp-iid", {"strict": 0.8, "95": 0.7})
+    names = sorted(p.name for p in paths)
+    assert names == ["pp-iid-accuracy-vs-bytes.svg", "pp-iid-accuracy-vs-time-no-ip.svg",
+                     "pp-iid-accuracy-vs-time.svg"]
+    for p in paths:
+        assert p.exists()
+        doc = xml.dom.minidom.parseString(p.read_text())
+        labels = [e.getAttribute("data-label") for e in doc.getElementsByTagName("polyline")
+                  if e.getAttribute("class") == "series"]
+        assert labels == ["fedavg", "prunefl", "feddst"]
+        assert "target strict" in p.read_text() and "target 95" in p.read_text()
+    # without initial pruning anywhere there is no "IP 0 s" chart
+    assert len(write_chart_files({"fedavg": runs["fedavg"]}, tmp_path / "b", "x")) == 2

@@ -70,3 +70,19 @@ def test_pi_proxy_profile_is_the_reference_scaled_by_model_size():
     pp = reproduce.PRESETS["paper-proxy"]
     assert (pp.model, pp.clients, pp.clients_per_round, pp.profile, pp.rounds) == ("mlp", 100, 10, "pi-proxy-mlp",
                                                                                     3000)
+
+
+def test_main_writes_one_chart_per_view_with_every_method(tmp_path):
+    from conftest_helpers import engine_or_skip
+
+    engine_or_skip()
+    out = tmp_path / "run"
+    js = tmp_path / "res" / "pp.json"
+    js.parent.mkdir()
+    rc = reproduce.main(["--preset", "paper-proxy", "--quick", "--rounds", "4", "--methods", "fedavg,feddst",
+                         "--threads", "1", "--out", str(out), "--json", str(js)])
+    assert rc == 0
+    for key in ("accuracy-vs-time", "accuracy-vs-bytes"):
+        svg = (tmp_path / "res" / f"pp-{key}.svg").read_text()
+        assert svg.count('class="series"') == 2 and 'data-label="feddst"' in svg
+    assert (out / "report.html").exists()

@@ -57,6 +57,10 @@ class PruneFL(BaseMethod):
     ip_masked_importance: initial pruning's z masked as in the reference (0 at pruned weights: IP never regrows);
         False: the dense gradient (docs/REPRODUCTION.md section 2).
     ties: the mask optimiser's rule for weights tied with the delta-cut magnitude: "keep" (reference) or "exact".
+    ip_interval: passes between initial pruning's reconfigurations (None: ``reconfig_interval``, the reference).
+    ip_budget_s: initial pruning's device-time budget (compute only, by the time model): the pass limit becomes
+        the number of dense passes that fit in it (a pass at lower density costs less, so IP's charged time stays
+        within the budget); None: only ``ip_max_passes``.
     importance_from: "interval" (reference): every client that trained with importance in the window contributes
         its z at the reconfiguration (the ones not selected then get an IMPORTANCE task); "selected": only the
         reconfiguration round's clients (docs/REPRODUCTION.md section 4).
@@ -67,7 +71,7 @@ class PruneFL(BaseMethod):
                  initial_client: str | None = None, ip_max_passes: int = 1000, ip_interval: int | None = None,
                  ip_lr: float | None = None, importance_top: float | None = 1.0, adaptive: bool = True,
                  ip_masked_importance: bool = True, ties: str = "keep", importance_from: str = "interval",
-                 ip_deadline_s: float | None = None, ip_fallbacks: int = 2) -> None:
+                 ip_budget_s: float | None = None, ip_deadline_s: float | None = None, ip_fallbacks: int = 2) -> None:
         super().__init__(name="prunefl" if initial and adaptive else "ip-only" if initial else "adaptive-only")
         if reconfig_interval <= 0:
             raise ValueError("reconfig_interval must be positive")
@@ -85,6 +89,9 @@ class PruneFL(BaseMethod):
         self.ip_max_passes = ip_max_passes
         self.ip_interval = ip_interval if ip_interval is not None else reconfig_interval
         self.ip_lr = ip_lr
+        if ip_budget_s is not None and not ip_budget_s > 0:
+            raise ValueError("ip_budget_s must be positive")
+        self.ip_budget_s = ip_budget_s
         self.ip_deadline_s = ip_deadline_s
         self.ip_fallbacks = ip_fallbacks
         self.importance_top = importance_top
@@ -121,12 +128,21 @@ class PruneFL(BaseMethod):
         dense = [view.sizes[p] for p in view.weight_params]
         return 3 * view.time_model.compute_time(dense, cfg.n_batches * cfg.max_passes) + 300.0
 
+    def ip_pass_limit(self, view: RoundView, n_batches: int) -> int:
+        """``ip_max_passes``, or fewer: the dense passes (n_batches iterations each) that fit in ``ip_budget_s``."""
+        if self.ip_budget_s is None:
+            return self.ip_max_passes
+        dense_pass = view.time_model.compute_time([view.sizes[p] for p in view.weight_params], n_batches)
+        return max(1, min(self.ip_max_passes, int(self.ip_budget_s / dense_pass))) if dense_pass > 0 else \
+            self.ip_max_passes
+
     def _ip_config(self, view: RoundView) -> InitialPruneConfig:
         tm = view.time_model
         return InitialPruneConfig(lr=self.ip_lr if self.ip_lr is not None else view.config.lr,
                                   costs=[float(c) for c in tm.costs], intercept=tm.intercept,
                                   batch_size=view.config.batch_size, reconfig_interval=self.ip_interval,
-                                  max_passes=self.ip_max_passes, acc_threshold=1.5 / view.num_classes,
+                                  max_passes=self.ip_pass_limit(view, InitialPruneConfig.n_batches),
+                                  acc_threshold=1.5 / view.num_classes,
                                   delta=self.delta0, max_density=self.max_density, seed=0,
                                   masked_importance=self.ip_masked_importance)
 
