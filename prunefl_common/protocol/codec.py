@@ -76,6 +76,7 @@ from prunefl_common.protocol.positions import (
     sorted_positions,
 )
 from prunefl_common.protocol.topics import valid_id
+from prunefl_common.run_id import split_run
 
 __all__ = [  # what wire.py re-exports
     "STATES", "Decoded", "RejectMsg", "StatusMsg", "decode", "encode_reject", "encode_result", "encode_status",
@@ -513,6 +514,11 @@ def _decode_task(header: Header, h: dict[str, Any], t: Tensors,
     model = h["model"]
     if model is not None and not isinstance(model, dict):
         raise ProtocolError("task: model must be a JSON object or null")
+    if model is not None:
+        try:
+            split_run(model)  # the run id (absent in an older coordinator's tasks) must be well-formed
+        except ValueError as e:
+            raise ProtocolError(f"task: {e}") from e
     return Task(header.round, kind, mu, values, config), model
 
 
