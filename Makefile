@@ -5,14 +5,15 @@ JOBS   ?= 2
 BUILD  ?= build
 CTEST  := ctest --output-on-failure --timeout 900
 
-.PHONY: help deps test test-c test-valgrind test-py test-py-asan test-portable demo pi-wheels dists bench clean
+.PHONY: help deps pi-build-deps test test-c test-valgrind test-py test-py-asan test-portable demo pi-wheels dists bench clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   - a PruneFL federation over MQTT on this machine (embedded broker, 4 edge processes, MNIST subset)"
 	@echo "make test   - the whole test suite: C (native, ASan+UBSan, valgrind, aarch64 and armhf under qemu, portable)"
 	@echo "              and Python (native, and end to end on the ASan+UBSan and portable builds)"
-	@echo "make pi-wheels - the prunefl-edge wheels for 64- and 32-bit Raspberry Pi OS, cross-built in dist/"
+	@echo "make pi-wheels - the prunefl-edge wheels for 64- and 32-bit Raspberry Pi OS, cross-built in dist/, and"
+	@echo "              dist/aarch64/deps (offline dependency set); needs only CMake and the cross compilers"
 	@echo "make dists  - this machine's prunefl-edge wheel and the prunefl-coordinator wheel, in dist/"
 	@echo "make bench  - bench/bench_core.py: the C core against PyTorch CPU"
 
@@ -82,8 +83,14 @@ demo: deps  # starts afresh each time (prunefl-coord itself refuses to overwrite
 	    --dataset mnist5k --model conv2 --method prunefl --rounds 40 --reconfig-interval 10 --eval-every 5 \
 	    --out runs/demo
 
-pi-wheels: deps  # the wheels a Raspberry Pi installs, cross-built here (dist/aarch64, dist/armhf)
-	firmware_scripts/cross_build.sh --arch all --python $(PY)
+# The wheels a Raspberry Pi installs, cross-built here (dist/aarch64, dist/armhf), with the aarch64 wheel's offline
+# dependency set (dist/aarch64/deps, downloaded from the package index). Needs the cross compilers and CMake only
+# (pi-build-deps), not the test tool chain (PyTorch, valgrind, Mosquitto, qemu).
+pi-wheels: pi-build-deps
+	firmware_scripts/cross_build.sh --arch all --deps --python $(PY)
+
+pi-build-deps:
+	bash .ci/setup.sh --build-only
 
 dists: deps  # the two distributions for this machine: the device (prunefl-edge) and the server (prunefl-coordinator)
 	for kind in edge coordinator; do \

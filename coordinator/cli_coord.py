@@ -267,6 +267,7 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
     from prunefl_common.model_spec import spec_to_dict
     from prunefl_common.protocol.mqtt_client import BrokerConfig
     from prunefl_common.protocol.wire import Limits
+    from prunefl_common.run_id import new_run_id, with_run
     from prunefl_common.time_model import TimeModel, load_profile
     from prunefl_edge.engine import Network
     from prunefl_edge.inputs import load_data, load_model
@@ -292,6 +293,9 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         refuse_to_overwrite(ckpt, out)
         masks = {i: np.ones(p.shape, bool) for i, p in enumerate(spec.param_shapes()) if p.prunable}
         state = GlobalState.create(weights, masks, opts.seed)
+    if not isinstance(state.extra.get("run_id"), str):  # a new run, or a checkpoint from before run ids
+        state.extra["run_id"] = new_run_id()
+    log.info("run %s (the edges resume only state of this run)", state.extra["run_id"])
 
     broker = None
     edges = None
@@ -314,7 +318,8 @@ def run(opts: CoordOptions, stop: StopFlag | None = None, progress: bool = True,
         pshapes = spec.param_shapes()
         limits = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable],
                                   "coordinator", opts.max_message_bytes)
-        transport = MqttTransport(bc, opts.federation, spec_to_dict(spec), client_id=opts.client_id,
+        transport = MqttTransport(bc, opts.federation, with_run(spec_to_dict(spec), state.extra["run_id"]),
+                                  client_id=opts.client_id,
                                   max_payload_bytes=opts.max_payload_bytes, limits=limits,
                                   reassembly_bytes=limits.reassembly_budget(opts.clients_per_round),
                                   sizes={i: p.size for i, p in enumerate(spec.param_shapes()) if p.prunable})

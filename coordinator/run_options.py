@@ -9,12 +9,12 @@ checks values with :func:`check_run_options`, so that a flag means the same in b
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from coordinator.methods import METHOD_NAMES
+from prunefl_common.toml_file import read_toml
 
 
 class UsageError(ValueError):
@@ -158,19 +158,7 @@ def given_values(args: argparse.Namespace, config_known: Collection[str]) -> dic
 
 def load_config(path: str, known: Collection[str]) -> dict[str, Any]:
     """A TOML options file whose keys (dashes or underscores) must be in ``known``."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise UsageError(f"config file {path} does not exist") from e
-    except IsADirectoryError as e:
-        raise UsageError(f"config file {path} is a directory: give the TOML file in it") from e
-    except OSError as e:
-        raise UsageError(f"config file {path}: cannot read it ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise UsageError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+    data = read_toml(path, UsageError, f"config file {path}")
     out = {}
     for k, v in data.items():
         key = k.replace("-", "_")

@@ -35,7 +35,7 @@ def write_outputs(opts: RunOptions, coord: Coordinator, spec: ModelSpec, out: Pa
     summary = {"options": {k: v for k, v in asdict(opts).items() if k != "extra"}, "rounds": st.round,
                "final_accuracy": last["accuracy"] if last else None, "final_density": st.density(),
                "sim_time_s": st.sim_time_s, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-               "onnx": onnx_path, "initial_pruning": st.extra.get("initial_pruning")}
+               "onnx": onnx_path, "initial_pruning": st.extra.get("initial_pruning"), "run_id": st.extra.get("run_id")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if opts.report:
         path = write_report({opts.method: coord.records}, out, title=title or f"prunefl-sim: {opts.method}")

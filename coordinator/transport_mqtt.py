@@ -22,19 +22,11 @@ from typing import Any
 from coordinator.transport import ClientFailure, Gathered, Transport
 from prunefl_common.messages import InitialPruneResult, Task, TrainResult
 from prunefl_common.protocol.chunks import Reassembler, split_message
+from prunefl_common.protocol.codec import Decoded, RejectMsg, StatusMsg, decode, encode_task, peek_header
+from prunefl_common.protocol.fields import Limits, ProtocolError
 from prunefl_common.protocol.mqtt_client import BrokerConfig, MqttClient
 from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
-from prunefl_common.protocol.wire import (
-    Decoded,
-    Limits,
-    ProtocolError,
-    RejectMsg,
-    StatusMsg,
-    decode,
-    encode_task,
-    peek_header,
-)
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,14 @@ E_USAGE=2 E_ENV=3 E_STEP=4
 
 usage() {
     cat <<EOF
-Usage: $PROG [--arch aarch64|armhf|all] [--dist DIR] [--deps] [--test] [--python PY]
+Usage: $PROG [--arch aarch64|armhf|all] [--dist DIR] [--build-dir DIR] [--deps] [--test] [--python PY]
 
 Cross-builds the prunefl-edge wheel for Raspberry Pi OS on this machine (no Pi needed).
-  --arch A      aarch64: 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W); armhf: 32-bit (ARMv7 + NEON, Pi 2 v1.2
-                and later); all: both (default aarch64)
+  --arch A      aarch64: 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W), NEON kernels; armhf: 32-bit (ARMv7,
+                Pi 2 v1.2 and later), portable C kernels (isa portable-c); all: both (default aarch64)
   --dist DIR    output directory (default $SRC/dist)
+  --build-dir DIR  where the staged sources and build trees go (default $SRC/build; a read-only checkout: a new
+                directory under \$TMPDIR, said at start); the checkout itself is only read
   --deps        also download the dependencies' wheels for the target (CPython 3.11, Raspberry Pi OS 12), from
                 the package index; aarch64 only (32-bit wheels come from piwheels on the Pi itself)
   --test        also cross-build the C tests and run them under qemu (ctest)
@@ -34,13 +36,13 @@ EOF
 die() { local code=$1; shift; echo "$PROG: error: $*" >&2; exit "$code"; }
 note() { echo "$PROG: $*"; }
 
-ARCHES=(aarch64) DIST=$SRC/dist DEPS=0 TEST=0 PY=
+ARCHES=(aarch64) DIST=$SRC/dist DEPS=0 TEST=0 PY='' BUILD=''
 while [ $# -gt 0 ]; do
     case $1 in
         -h|--help) usage; exit 0 ;;
         --deps) DEPS=1 ;;
         --test) TEST=1 ;;
-        --arch|--dist|--python)
+        --arch|--dist|--python|--build-dir)
             [ $# -ge 2 ] || die "$E_USAGE" "$1 needs a value"
             case $1 in
                 --arch) case $2 in
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
                             *) die "$E_USAGE" "--arch $2: one of aarch64, armhf, all" ;;
                         esac ;;
                 --dist) DIST=$2 ;;
+                --build-dir) BUILD=$2 ;;
                 --python) PY=$2 ;;
             esac
             shift ;;
@@ -61,7 +64,17 @@ if [ -z "$PY" ]; then
 fi
 command -v "$PY" >/dev/null || die "$E_ENV" "no Python at '$PY' (give --python)"
 command -v cmake >/dev/null || die "$E_ENV" "cmake is missing: sudo apt-get install cmake"
-mkdir -p "$DIST"
+if [ -z "$BUILD" ]; then
+    if [ -w "$SRC" ] && { [ ! -e "$SRC/build" ] || [ -w "$SRC/build" ]; }; then
+        BUILD=$SRC/build
+    else
+        BUILD=$(mktemp -d "${TMPDIR:-/tmp}/prunefl-build.XXXXXX")
+        note "$SRC is read-only: building in $BUILD (--build-dir to choose)"
+    fi
+fi
+mkdir -p "$BUILD" || die "$E_ENV" "cannot create the build directory $BUILD (give --build-dir)"
+BUILD=$(cd "$BUILD" && pwd)
+mkdir -p "$DIST" 2>/dev/null || die "$E_ENV" "cannot create $DIST (a read-only checkout? give --dist DIR)"
 DIST=$(cd "$DIST" && pwd)
 
 for arch in "${ARCHES[@]}"; do
@@ -74,14 +87,20 @@ for arch in "${ARCHES[@]}"; do
     command -v "$triple-gcc" >/dev/null || die "$E_ENV" "$triple-gcc is missing: sudo apt-get install $pkg"
     toolchain=$HERE/toolchains/$([ "$arch" = aarch64 ] && echo aarch64-linux-gnu || echo armhf-linux-gnueabihf).cmake
     out=$DIST/$arch
-    rm -rf "$out" && mkdir -p "$out"
-    note "$arch: building the wheel (C core cross-compiled with $triple-gcc, portable kernels + NEON where the ISA has it)"
+    # only this build's earlier wheels go: deps/ (the offline dependency set, perhaps downloaded elsewhere) stays
+    mkdir -p "$out"
+    find "$out" -maxdepth 1 -name 'prunefl_edge-*.whl' -delete
+    case $arch in
+        aarch64) kernels="NEON kernels (isa aarch64-neon)" ;;
+        armhf) kernels="portable C kernels (isa portable-c: the NEON kernels are aarch64 only)" ;;
+    esac
+    note "$arch: building the wheel (C core cross-compiled with $triple-gcc, $kernels)"
     # sysconfig.get_platform() follows _PYTHON_HOST_PLATFORM, and scikit-build-core tags the wheel with it
     # the device distribution only (prunefl_common + prunefl_edge + the C core): no coordinator on a Pi
-    staged=$("$SRC/packaging/stage.sh" edge "$SRC/build/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
+    staged=$("$SRC/packaging/stage.sh" edge "$BUILD/stage-edge-$arch") || die "$E_STEP" "$arch: staging failed"
     _PYTHON_HOST_PLATFORM=$platform "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$out" "$staged" \
         -C "cmake.args=-DCMAKE_TOOLCHAIN_FILE=$toolchain" -C cmake.define.PF_NATIVE=OFF \
-        -C cmake.define.PF_USE_BLAS=OFF -C "build-dir=$SRC/build/wheel-$arch" \
+        -C cmake.define.PF_USE_BLAS=OFF -C "build-dir=$BUILD/wheel-$arch" \
         || die "$E_STEP" "$arch: pip wheel failed (output above)"
     whl=$(find "$out" -maxdepth 1 -name "prunefl_edge-*-py3-none-$tag.whl" | head -n1)
     [ -n "$whl" ] || die "$E_STEP" "$arch: no wheel tagged $tag in $out: $(find "$out" -maxdepth 1 -name '*.whl')"
@@ -99,11 +118,14 @@ EOF
     if [ "$DEPS" = 1 ]; then
         if [ "$arch" = aarch64 ]; then
             note "$arch: downloading the dependencies' wheels for CPython 3.11 on manylinux aarch64"
-            "$PY" -m pip download --quiet --dest "$out/deps" --only-binary=:all: --python-version 3.11 \
+            # into a new directory, then swapped in: a failed download leaves the previous set whole
+            rm -rf "$out/deps.new"
+            "$PY" -m pip download --quiet --dest "$out/deps.new" --only-binary=:all: --python-version 3.11 \
                 --implementation cp --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
                 --platform linux_aarch64 "$whl" \
-                || die "$E_STEP" "$arch: pip download failed (is the package index reachable?)"
-            rm -f "$out/deps/$(basename "$whl")"
+                || die "$E_STEP" "$arch: pip download failed (is the package index reachable?); $out/deps is unchanged"
+            rm -f "$out/deps.new/$(basename "$whl")"
+            rm -rf "$out/deps" && mv "$out/deps.new" "$out/deps"
             note "$arch: $(find "$out/deps" -name '*.whl' | wc -l) dependency wheels in $out/deps"
         else
             note "$arch: --deps skipped: install the dependencies on the Pi from piwheels (Raspberry Pi OS's default index)"
@@ -112,9 +134,9 @@ EOF
     if [ "$TEST" = 1 ]; then
         command -v "$qemu" >/dev/null || die "$E_ENV" "$qemu is missing: sudo apt-get install qemu-user"
         note "$arch: C tests under $qemu"
-        if ! { cmake -S "$SRC" -B "$SRC/build/$arch" -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPF_USE_BLAS=OFF >/dev/null &&
-               cmake --build "$SRC/build/$arch" -j"$(nproc)" >/dev/null &&
-               ctest --test-dir "$SRC/build/$arch" --output-on-failure --timeout 900; }; then
+        if ! { cmake -S "$SRC" -B "$BUILD/$arch" -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DPF_USE_BLAS=OFF >/dev/null &&
+               cmake --build "$BUILD/$arch" -j"$(nproc)" >/dev/null &&
+               ctest --test-dir "$BUILD/$arch" --output-on-failure --timeout 900; }; then
             die "$E_STEP" "$arch: building or running the C tests under $qemu failed (output above)"
         fi
     fi

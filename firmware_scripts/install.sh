@@ -40,7 +40,10 @@ Configuration (used only when $CONF_DIR/edge.toml does not exist yet):
                        clients/<id>/, into $CONF_DIR/tls/ (always, also to rotate credentials)
 Where:
   --prefix DIR         install prefix; the virtualenv is DIR/venv (default $PREFIX)
-  --root DIR           lay the files down under DIR (DESTDIR-style, for tests and images); implies no chown
+  --root DIR           lay the files down under DIR (DESTDIR-style, for tests and images); implies no chown and
+                       never runs the host's systemctl (the service is enabled by its wants link in DIR); the
+                       virtualenv is made by this machine's Python, so a DIR of another architecture is refused
+                       unless --no-pip (then run install.sh on the device, or in DIR under qemu-user-static)
 Steps to leave out:
   --no-apt             do not apt-get install dependencies
   --no-useradd         do not create the system user $USER_NAME
@@ -106,6 +109,9 @@ for v in "$EDGE_ID" "$FEDERATION"; do
     [ -z "$v" ] || [[ $v =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "$E_USAGE" "'$v': ids are 1-64 of [A-Za-z0-9_.-]"
 done
 [ -z "$BROKER" ] || [[ $BROKER =~ ^mqtts?://[^[:space:]\"]+$ ]] || die "$E_USAGE" "--broker must be mqtt://HOST:PORT or mqtts://HOST:PORT"
+if [[ $BROKER == mqtt://* ]] && [ -n "$CREDS" ] && [ -f "$CREDS/client.crt" ]; then
+    die "$E_USAGE" "--broker $BROKER with client certificates from --credentials: certificates need TLS, use mqtts://"
+fi
 if [ -n "$CREDS" ]; then
     [ -f "$CREDS/ca.crt" ] || die "$E_ENV" "--credentials $CREDS: no ca.crt there (give provision_broker.sh's clients/<id>/)"
     { [ -f "$CREDS/client.crt" ] && [ -f "$CREDS/client.key" ]; } || [ -f "$CREDS/password" ] \
@@ -118,6 +124,11 @@ fi
 if [ "$DRY" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
     die "$E_ENV" "run as root: sudo $0 $*"
 fi
+MACHINE=${PRUNEFL_MACHINE:-$(uname -m)}   # (tests set it)
+case $MACHINE in
+    armv7l|armv6l|armhf)
+        note "32-bit ARM ($MACHINE): the C core runs its portable C kernels (isa portable-c), not the NEON kernels of the 64-bit build; the 64-bit Raspberry Pi OS is faster" ;;
+esac
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null 2>&1 || die "$E_ENV" "$PY not found: sudo apt-get install python3 python3-venv"
 
@@ -128,19 +139,38 @@ CHOWN=0
 if [ -z "$ROOT" ] && { [ "$USERADD" = 1 ] || getent passwd "$USER_NAME" >/dev/null; }; then CHOWN=1; fi
 
 # -- 1. apt ----------------------------------------------------------------------------------------------------
+# Only what this install needs: a wheel needs Python's venv, and OpenBLAS only when its C core links it (a
+# cross-built wheel does not: PF_USE_BLAS=OFF); a source build also needs the compiler, CMake and BLAS headers.
+# Nothing missing: apt is not run at all (an offline Pi installing from --wheels never needs the network).
+APT_GET=${APT_GET:-apt-get}            # (tests put stubs in their place)
+DPKG_QUERY=${DPKG_QUERY:-dpkg-query}
+wheel_links_openblas() {
+    "$PY" - "$WHEEL" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = [n for n in z.namelist() if n.endswith("/libprunefl.so")]
+    sys.exit(0 if any(b"libopenblas" in z.read(n) for n in names) else 1)
+PY
+}
 if [ "$APT" = 1 ]; then
-    pkgs=(python3 python3-venv python3-pip libopenblas0)
-    [ -z "$SOURCE" ] || pkgs+=(cmake gcc libc6-dev libopenblas-dev)
+    if [ -n "$WHEEL" ]; then
+        pkgs=(python3 python3-venv)
+        if wheel_links_openblas; then pkgs+=(libopenblas0); fi
+    else
+        pkgs=(python3 python3-venv python3-pip libopenblas0 cmake gcc libc6-dev libopenblas-dev)
+    fi
     missing=()
     for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        # shellcheck disable=SC2016  # ${Status} is dpkg-query's field, not the shell's
+        "$DPKG_QUERY" -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        run apt-get update -qq || die "$E_STEP" "apt-get update failed (network? /etc/apt/sources.list?)"
-        run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+        note "apt: installing ${missing[*]} (needed, not installed)"
+        run "$APT_GET" update -qq || die "$E_STEP" "apt-get update failed (network? /etc/apt/sources.list?); install ${missing[*]} by hand, then run again with --no-apt"
+        run env DEBIAN_FRONTEND=noninteractive "$APT_GET" install -y -qq "${missing[@]}" \
             || die "$E_STEP" "apt-get install ${missing[*]} failed"
     else
-        note "apt: ${pkgs[*]} already installed"
+        note "apt: nothing missing (${pkgs[*]} installed): apt-get not run"
     fi
 fi
 
@@ -164,8 +194,19 @@ if [ "$CHOWN" = 1 ]; then
 fi
 
 # -- 4. virtualenv and the project -----------------------------------------------------------------------------
+# With --root the virtualenv is made by this machine's Python: right for a root of this machine's architecture,
+# never for an image of another one (its python would be this machine's, e.g. x86-64 in an arm64 image)
+elf_machine() { od -An -j18 -N2 -tu2 "$(realpath "$1")" 2>/dev/null | tr -d ' '; }
+FOREIGN=0
+if [ -n "$ROOT" ] && [ ! -x "$R$VENV/bin/python" ] && [ -e "$R/usr/bin/python3" ] &&
+   [ "$(elf_machine "$R/usr/bin/python3")" != "$(elf_machine "$("$PY" -c 'import sys; print(sys.executable)')")" ]; then
+    FOREIGN=1
+    [ "$PIP" = 0 ] || die "$E_ENV" "--root $ROOT holds another architecture's Python: the virtualenv must be made by it. Run install.sh inside the image (e.g. chroot $ROOT with qemu-user-static, or systemd-nspawn -D $ROOT), or lay down the files only with --no-pip and run install.sh on the device at first boot"
+fi
 if [ -x "$R$VENV/bin/python" ]; then
     note "virtualenv $VENV exists"
+elif [ "$FOREIGN" = 1 ]; then
+    note "virtualenv not made (the image's Python is another architecture's): run install.sh on the device, or in the image under qemu-user-static"
 else
     run "$PY" -m venv "$R$VENV" || die "$E_STEP" "python3 -m venv failed: sudo apt-get install python3-venv"
 fi
@@ -178,8 +219,34 @@ if [ "$PIP" = 1 ]; then
         # the device distribution of the source tree (prunefl_common + prunefl_edge + the C core), not the server
         target=$("$SOURCE/packaging/stage.sh" edge "$(mktemp -d)/prunefl-edge") || die "$E_STEP" "staging $SOURCE failed"
     fi
-    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${offline[@]}" "$target" \
+    # the version installed and the one to install: a rebuilt wheel of the same version (a build outside git, or
+    # PRUNEFL_VERSION fixed) is reinstalled, not skipped by pip as "already installed"
+    old=""
+    if [ -x "$R$VENV/bin/python" ]; then
+        old=$("$R$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prunefl-edge"))' 2>/dev/null) || old=""
+    fi
+    if [ -n "$WHEEL" ]; then
+        new=$(basename "$WHEEL"); new=${new#prunefl_edge-}; new=${new%%-*}
+    else
+        new=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$target/pyproject.toml")
+    fi
+    force=()
+    if [ -z "$old" ]; then
+        what="installing prunefl-edge $new"
+    elif [ "$old" = "$new" ]; then
+        what="reinstalling prunefl-edge $new (the same version is installed: the build may differ)"
+        force=(--force-reinstall --no-deps)
+    else
+        what="upgrading prunefl-edge from $old to $new"
+    fi
+    if [ "$DRY" = 1 ]; then note "would be $what"; else note "$what"; fi
+    run "$R$VENV/bin/python" -m pip install --upgrade --no-input "${force[@]}" "${offline[@]}" "$target" \
         || die "$E_STEP" "pip install failed (output above); from source it needs: sudo apt-get install cmake gcc libc6-dev"
+    if [ "$DRY" = 0 ]; then
+        now=$("$R$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prunefl-edge"))' 2>/dev/null) || now=""
+        [ "$now" = "$new" ] || die "$E_STEP" "after pip install, prunefl-edge is ${now:-absent}, not $new"
+        note "prunefl-edge ${old:+$old -> }$now installed"
+    fi
 fi
 
 # -- 5. configuration ------------------------------------------------------------------------------------------
@@ -192,6 +259,10 @@ else
     [ -z "$EDGE_ID" ] || sed_args+=(-e "s|^id = \"[^\"]*\"|id = \"$EDGE_ID\"|")
     [ -z "$FEDERATION" ] || sed_args+=(-e "s|^federation = \"[^\"]*\"|federation = \"$FEDERATION\"|")
     [ -z "$BROKER" ] || sed_args+=(-e "s|^url = \"[^\"]*\"|url = \"$BROKER\"|")
+    if [[ $BROKER == mqtt://* ]]; then   # no TLS: the TLS lines off, or `check` refuses the config
+        sed_args+=(-e "s|^ca_file = |# ca_file = |" -e "s|^cert_file = |# cert_file = |" -e "s|^key_file = |# key_file = |")
+        note "warning: $BROKER is not encrypted: use mqtt:// only on a trusted network"
+    fi
     if [ -n "$CREDS" ] && [ ! -f "$CREDS/client.crt" ] && [ -f "$CREDS/password" ]; then   # password login
         sed_args+=(-e "s|^cert_file = |# cert_file = |" -e "s|^key_file = |# key_file = |"
                    -e "s|^# username = .*|username = \"${EDGE_ID:-CHANGE-ME}\"|" -e "s|^# password_file = |password_file = |")
@@ -236,7 +307,16 @@ else
 fi
 
 # -- 7. enable and start ---------------------------------------------------------------------------------------
-if [ "$SYSTEMCTL" = 1 ]; then
+if [ "$SYSTEMCTL" = 1 ] && [ -n "$ROOT" ]; then
+    # an image: the host's systemd is none of its business; enabled as systemctl enable would, by the wants link
+    run install -d -m 0755 "$R$UNIT_DIR/multi-user.target.wants"
+    run ln -sfn "$UNIT_DIR/prunefl-edge.service" "$R$UNIT_DIR/multi-user.target.wants/prunefl-edge.service"
+    if { [ -f "$CONF" ] && grep -q '^id = "CHANGE-ME"' "$CONF"; } || { [ ! -f "$CONF" ] && [ -z "$EDGE_ID" ]; }; then
+        note "enabled in the image under $ROOT, not started (the host's systemctl not run): set the edge id in $CONF_DIR/edge.toml before its first boot"
+    else
+        note "enabled in the image under $ROOT, not started (the host's systemctl not run): it starts at the image's boot"
+    fi
+elif [ "$SYSTEMCTL" = 1 ]; then
     run systemctl daemon-reload || die "$E_STEP" "systemctl daemon-reload failed"
     run systemctl enable prunefl-edge.service || die "$E_STEP" "systemctl enable prunefl-edge failed"
     if [ "$START" = 0 ]; then
@@ -246,7 +326,11 @@ if [ "$SYSTEMCTL" = 1 ]; then
     else
         run systemctl restart prunefl-edge.service \
             || die "$E_STEP" "systemctl restart prunefl-edge failed: journalctl -u prunefl-edge -n 50"
-        note "started: systemctl status prunefl-edge; journalctl -u prunefl-edge -f"
+        if [ "$DRY" = 1 ]; then
+            note "would be (re)started (dry run: not started)"
+        else
+            note "started: systemctl status prunefl-edge; journalctl -u prunefl-edge -f"
+        fi
     fi
 fi
 if [ "$DRY" = 1 ]; then note "dry run: nothing changed"; else note "done"; fi

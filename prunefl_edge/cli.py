@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prunefl_common.errors import ExitCode
+from prunefl_common.version import version
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunefl-edge", description="PruneFL-Edge on a device: inspect data and "
                                      "models, profile the device, run the edge agent.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"prunefl-edge {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for register in SUBCOMMANDS:
         register(sub)

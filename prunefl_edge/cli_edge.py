@@ -120,10 +120,12 @@ def _profile_line(cfg: EdgeConfig) -> str:
 
 def check(args: argparse.Namespace) -> int:
     from prunefl_common.protocol.mqtt_client import MqttClient
+    from prunefl_common.version import version
     from prunefl_edge.datasets import DatasetError
     from prunefl_edge.edge_agent import load_local_data
     from prunefl_edge.partition import PartitionError
 
+    print(f"version ok    prunefl-edge {version()}")
     path = config_path(args.config)
     try:
         cfg = _load(args)

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     try:
         spec, _ = load_model(args.model, args.classes, shape, 0)  # type: ignore[arg-type]
-        from prunefl_edge.engine import Network, SGDConfig
+        from prunefl_edge.engine import Network, SGDConfig, build_info
     except InputError as e:
         print(f"prunefl-edge profile: model error: {e}", file=sys.stderr)
         return ExitCode.DATA
@@ -57,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.DATA
     comm = args.comm_s_per_weight if args.comm_s_per_weight is not None else REFERENCE_COMM_S_PER_WEIGHT
     prof, sweeps = profile_network(spec, lambda s: Network(s, threads=args.threads), SGDConfig, densities,
-                                   args.repeat, args.batch_size, comm_s_per_weight=comm, name=args.name)
+                                   args.repeat, args.batch_size, comm_s_per_weight=comm, name=args.name,
+                                   build=build_info(), threads=args.threads)
     prof.save(args.out)
+    dev = prof.extra["device"]
+    print(f"measured on {dev['cpu_model']} ({dev['machine']}, {dev['cpus']} CPUs), {dev['threads']} threads; "
+          f"C core: {dev['build']}")
     print(f"intercept {prof.intercept_s:.4f} s per iteration; comm {prof.comm_s_per_weight:.3e} s per weight")
     for s in sweeps:
         print(f"  {s.name:>10} ({s.kind}, {s.size} weights): {s.slope:.3e} s per kept weight sparse, dense "

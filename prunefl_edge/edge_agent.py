@@ -7,7 +7,10 @@ retained "online" status (samples, threads, classes, input shape, software, devi
 task on ``prunefl/<federation>/edge/<id>/task``: reassemble and decode it, build the network from the model
 the task names (once), execute it with :class:`prunefl_edge.trainer.Trainer`, publish the result (in chunks
 when large), and save the trainer's state (mask and its version, importance, batch position) atomically to
-``state_dir``, so a restarted agent accepts mask changes instead of needing the full mask again. A state that
+``state_dir``, so a restarted agent accepts mask changes instead of needing the full mask again. The state is
+bound to the coordinator run that trained it (the run id in the task's model description, kept across the
+coordinator's --resume): a task of another run finds it set aside as ``trainer_state.npz.run-<old run>`` and the
+edge starting clean, and says so in its log (an earlier run's mask is never trained on). A state that
 cannot be saved (disk full, read-only, I/O error) is logged as an error and counted (``state_save_failures``, in
 the status); the result already published stands and the agent keeps serving tasks: only a restart cannot resume
 from the state of after that task (the file on disk, if any, is an older but consistent state).
@@ -54,17 +57,20 @@ from prunefl_common.protocol.wire import (
     encode_status,
     peek_model,
 )
+from prunefl_common.run_id import RUN_KEY, split_run
 from prunefl_common.time_model import DeviceProfile, ProfileError, sparse_thresholds
+from prunefl_common.version import version
 from prunefl_edge.edge_config import EdgeConfig
 from prunefl_edge.edge_profile import announced, device_profile
 from prunefl_edge.memory_phases import HeapReturn, PhasePeaks
+from prunefl_edge.profiler import ProfileInterrupted
 from prunefl_edge.trainer import MaskVersionError, TaskError, Trainer
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.npz"
 STATE_FORMAT = "prunefl-edge-state/1"
-SOFTWARE = "prunefl-edge 0.1.0"
+SOFTWARE = f"prunefl-edge {version()}"
 
 
 def load_local_data(cfg: EdgeConfig) -> tuple[np.ndarray, np.ndarray, int]:
@@ -154,6 +160,7 @@ class EdgeAgent:
         self.trainer: Trainer | None = None
         self.profile: DeviceProfile | None = None
         self._model_key: str | None = None
+        self._run: str | None = None  # the coordinator run the trainer's state belongs to (None: not announced)
         self._model_limits: Limits | None = None  # the model's (shapes checked), once a task named it
         self._saved: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # state file read at start
         self.stop_event = threading.Event()
@@ -173,7 +180,7 @@ class EdgeAgent:
     def info(self) -> dict[str, Any]:
         return {"n_samples": int(len(self.y)), "threads": self.cfg.threads, "num_classes": self.num_classes,
                 "input_shape": [int(d) for d in self.x.shape[1:]], "software": SOFTWARE,
-                "mask_version": self._held_mask_version(),
+                "mask_version": self._held_mask_version(), "run": self._held_run(),
                 "profile": announced(self.profile), "peak_rss_mib": dict(self.memory.peaks), **self.counters,
                 "inbox_dropped": self._inbox.dropped, "bytes_inbox_dropped": self._inbox.dropped_bytes}
 
@@ -183,6 +190,13 @@ class EdgeAgent:
             return self.trainer.mask_version
         v = self._saved[0].get("mask_version") if self._saved is not None else None
         return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+    def _held_run(self) -> str | None:
+        """The run of the trainer's state; before the first task of this start, the saved state's."""
+        if self.trainer is not None:
+            return self._run
+        v = self._saved[0].get("run") if self._saved is not None else None
+        return v if isinstance(v, str) else None
 
     def _status_bytes(self, state: str) -> bytes:
         return encode_status(StatusMsg(state, self.info() if state != "offline" else {}),
@@ -201,6 +215,10 @@ class EdgeAgent:
         with self.memory.phase("start"):
             self._read_saved_state()
             self.load_profile()
+        self.write_status_file()  # from the start (before the broker answers), as README's Operations says
+        if self.stop_event.is_set():  # stopped during the start (the first-start profile): never connected
+            log.info("edge %s stopped before connecting", self.cfg.id)
+            return
         self.client.start(connect_wait_s)
         log.info("edge %s: %d local samples, federation %s, broker %s", self.cfg.id, len(self.y),
                  self.cfg.federation, self.cfg.broker.url)
@@ -251,6 +269,8 @@ class EdgeAgent:
         if self._model_limits is None:
             return self._limits
         model = peek_model(whole, self._limits)
+        if model is not None:  # the model without the run id it carries (a new run has the same model)
+            model = {k: v for k, v in model.items() if k != RUN_KEY}
         return self._model_limits if model is None or model_key(model) == self._model_key else self._limits
 
     def load_profile(self) -> None:
@@ -258,7 +278,10 @@ class EdgeAgent:
         the edge runs without one: training matters more than the coordinator's time model."""
         try:
             self.profile = device_profile(self.cfg.profile, self.state_dir, tuple(self.x.shape[1:]),
-                                          self.num_classes, self.cfg.threads, self._net_factory)
+                                          self.num_classes, self.cfg.threads, self._net_factory,
+                                          stop=self.stop_event.is_set)
+        except ProfileInterrupted:
+            log.warning("device profile interrupted by the stop: not cached, measured again at the next start")
         except (ProfileError, InputError, ValueError, RuntimeError, OSError) as e:
             log.error("no device profile (%s): fix [profile] in %s, or set measure = false there", e,
                       self.cfg.source or "the config")
@@ -268,11 +291,15 @@ class EdgeAgent:
             if self.trainer is None:
                 raise TaskError("the task names no model and this edge has none yet")
             return self.trainer
-        key = model_key(msg.model)
-        if self.trainer is not None and key == self._model_key:
+        model, run = split_run(msg.model)  # (the decoder checked the run id)
+        key = model_key(model)
+        if self.trainer is not None and key == self._model_key and run == self._run:
             return self.trainer
+        if self.trainer is not None and key == self._model_key:  # a new coordinator run reached this process
+            log.warning("run %s: this edge's state belongs to run %s: starting clean", run, self._run)
+            self._set_aside(self._run)
         try:
-            spec: ModelSpec = spec_from_dict(msg.model)
+            spec: ModelSpec = spec_from_dict(model)
         except ModelSpecError as e:
             raise TaskError(f"bad model in the task: {e}") from e
         if tuple(spec.input_shape) != tuple(self.x.shape[1:]):
@@ -296,12 +323,13 @@ class EdgeAgent:
                 close()
         seed = int(hashlib.sha256(self.cfg.id.encode()).hexdigest()[:8], 16)
         self.trainer = Trainer(self.cfg.id, net, self.x, self.y, seed=seed)
-        self._model_key = key
+        self._model_key, self._run = key, run
+        self._round_start.clear()  # a rewind is within one run only
         pshapes = spec.param_shapes()
         derived = Limits.for_model([p.shape for p in pshapes], [i for i, p in enumerate(pshapes) if p.prunable], "edge")
         self._model_limits = Limits.for_model(derived.shapes or (), derived.prunable or (), "edge",
                                               min(derived.max_message_bytes, self.cfg.max_message_bytes))
-        self._load_state(key)
+        self._load_state(key, run)
         return self.trainer
 
     def _execute(self, msg: Decoded) -> None:
@@ -383,7 +411,8 @@ class EdgeAgent:
             meta, arrays = self.trainer.state_dict()
             path = self._state_path()
             try:
-                save_npz_atomic(path, {**meta, "model_key": self._model_key, "format": STATE_FORMAT}, arrays)
+                save_npz_atomic(path, {**meta, "model_key": self._model_key, "run": self._run,
+                                       "format": STATE_FORMAT}, arrays)
             except OSError as e:
                 self.counters["state_save_failures"] += 1
                 with contextlib.suppress(OSError):  # a half-written temporary file would only hold the space
@@ -420,13 +449,34 @@ class EdgeAgent:
         log.info("saved state found: mask version %s (model %s)", self._saved[0].get("mask_version"),
                  self._saved[0].get("model_key"))
 
-    def _load_state(self, key: str) -> None:
+    def _set_aside(self, old_run: Any) -> Path | None:
+        """Move the state file of another run to ``trainer_state.npz.run-<its run>`` (``.run-none`` when it names
+        none), replacing an older one of that name: kept for inspection, never resumed."""
+        p = self._state_path()
+        tag = old_run if isinstance(old_run, str) and old_run else "none"
+        aside = p.with_name(f"{p.name}.run-{tag}")
+        try:
+            os.replace(p, aside)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.error("cannot move %s aside (%s): it will be overwritten by this run's state", p, e)
+            return None
+        return aside
+
+    def _load_state(self, key: str, run: str | None) -> None:
         saved, self._saved = self._saved, None  # only the state of before this start is worth resuming
         if self.trainer is None or saved is None:
             return
         meta, arrays = saved
         if meta.get("model_key") != key:
             log.info("saved state is for another model: not used")
+            return
+        if run is not None and meta.get("run") != run:
+            aside = self._set_aside(meta.get("run"))
+            log.warning("saved state (mask version %s) belongs to coordinator run %s, this task to run %s: "
+                        "starting clean%s", meta.get("mask_version"), meta.get("run") or "(none recorded)", run,
+                        f"; the old state is kept at {aside}" if aside else "")
             return
         try:
             self.trainer.load_state_dict(meta, arrays)

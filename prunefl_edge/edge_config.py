@@ -10,13 +10,13 @@ firmware_scripts/edge.toml.example for every key with its meaning.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prunefl_common.protocol.mqtt_client import BrokerConfig
 from prunefl_common.protocol.topics import valid_id
+from prunefl_common.toml_file import read_toml
 from prunefl_edge.edge_profile import ProfileConfig
 
 DEFAULT_CONFIG = "/etc/prunefl-edge/edge.toml"
@@ -79,23 +79,9 @@ def config_path(explicit: str | None) -> str:
 
 
 def load_edge_config(path: str) -> EdgeConfig:
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path} does not exist: write one from firmware_scripts/edge.toml.example or pass "
-                          f"--config") from e
-    except PermissionError as e:
-        raise ConfigError(f"{path} is not readable by this user (it holds credentials: run as the prunefl user "
-                          f"or root)") from e
-    except IsADirectoryError as e:
-        raise ConfigError(f"{path} is a directory: give the edge.toml file in it") from e
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    doc = read_toml(path, ConfigError, path,
+                    missing_hint=": write one from firmware_scripts/edge.toml.example or pass --config",
+                    permission_hint=" (it holds credentials: run as the prunefl user or root)")
     for section, table in doc.items():
         if section not in _SECTIONS or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}]; sections: {', '.join(_SECTIONS)}")

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,18 @@ def _cached(path: Path, key: dict[str, Any]) -> DeviceProfile | None:
 
 
 def device_profile(cfg: ProfileConfig, state_dir: Path, input_shape: tuple[int, ...], num_classes: int,
-                   threads: int, net_factory: Any = None) -> DeviceProfile | None:
-    """This edge's profile: the configured file, the cached measurement, or a new measurement (cached)."""
+                   threads: int, net_factory: Any = None,
+                   stop: Callable[[], bool] | None = None) -> DeviceProfile | None:
+    """This edge's profile: the configured file, the cached measurement, or a new measurement (cached).
+    ``stop`` (the agent's stop flag) is asked between measurements: a stop raises
+    :class:`prunefl_edge.profiler.ProfileInterrupted` and nothing is cached (the next start measures)."""
     if cfg.file is not None:
         return load_profile(cfg.file)
     if not cfg.measure:
         return None
     from prunefl_edge.engine import Network, SGDConfig, build_info
     from prunefl_edge.inputs import load_model
-    from prunefl_edge.profiler import REFERENCE_COMM_S_PER_WEIGHT, profile_network
+    from prunefl_edge.profiler import REFERENCE_COMM_S_PER_WEIGHT, measurement_steps, profile_network
 
     key = cache_key(cfg, input_shape, num_classes, threads, build_info())
     path = Path(state_dir) / PROFILE_FILE
@@ -79,11 +83,13 @@ def device_profile(cfg: ProfileConfig, state_dir: Path, input_shape: tuple[int, 
         return prof
     spec, _ = load_model(cfg.model, num_classes, tuple(input_shape), 0)  # type: ignore[arg-type]
     factory = net_factory or (lambda s: Network(s, threads=threads))
-    log.info("measuring this device's profile on %s (%d threads): once, cached in %s", spec.name, threads, path)
+    log.info("measuring this device's profile on %s (%d threads, %d timed steps; the estimated time follows the "
+             "first step): once, cached in %s; a stop (SIGTERM) ends it between two measurements", spec.name,
+             threads, measurement_steps(len(spec.prunable_layers()), len(FIRST_START_DENSITIES), cfg.repeat), path)
     t0 = time.perf_counter()
     prof, _ = profile_network(spec, factory, SGDConfig, FIRST_START_DENSITIES, cfg.repeat,
                               comm_s_per_weight=cfg.comm_s_per_weight or REFERENCE_COMM_S_PER_WEIGHT,
-                              name="edge-measured")
+                              name="edge-measured", build=key["build"], threads=threads, stop=stop)
     prof = dataclasses.replace(prof, extra={
         **prof.extra, "measured_under": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "measure_s": round(time.perf_counter() - t0, 3)})

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +36,48 @@ log = logging.getLogger(__name__)
 
 REFERENCE_COMM_S_PER_WEIGHT = 5.561621025626998e-06  # PruneFL reference, configs/femnist.py
 DEFAULT_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.01)
+
+
+class ProfileInterrupted(Exception):
+    """The stop flag was raised between two measurements (SIGTERM during a first-start profile)."""
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU as the kernel names it: a Pi's board ("Raspberry Pi 4 Model B Rev 1.4") and core ("Cortex-A72")
+    from /proc/cpuinfo where it says so, else the x86 "model name", else what Python knows."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read(256 * 1024)
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip() not in fields and v.strip():
+            fields[k.strip()] = v.strip()
+    arm_parts = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+                 "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xc07": "Cortex-A7", "0xc08": "Cortex-A8",
+                 "0xc09": "Cortex-A9", "0xc0f": "Cortex-A15"}
+    core = arm_parts.get(fields.get("CPU part", "").lower(), "")
+    if "Model" in fields:  # Raspberry Pi kernels name the board
+        return f"{fields['Model']}{f' ({core})' if core else ''}"
+    if "model name" in fields and not fields["model name"].startswith("ARMv"):
+        return fields["model name"]
+    return core or fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def device_description(build: str, threads: int | None) -> dict[str, Any]:
+    """What a profile was measured on: the C core's build (and its ISA), threads, CPU, machine, cores."""
+    m = re.search(r"\bisa ([^;]+)", build)
+    return {"build": build, "isa": m.group(1).strip() if m else "", "threads": threads, "cpu_model": cpu_model(),
+            "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def measurement_steps(n_layers: int, n_densities: int, repeat: int) -> int:
+    """Training steps a profile times (each point: a warm-up and ``repeat`` timed steps)."""
+    points = 1 + 2 * n_layers * n_densities + 2
+    return points * (repeat + 1)
 
 
 @dataclass
@@ -73,8 +118,11 @@ def switch_over(densities: Sequence[float], sparse_s: Sequence[float], dense_s: 
 def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sgd_config: Callable[..., Any],
                     densities: Sequence[float] = DEFAULT_DENSITIES, repeat: int = 3, batch: int = 20,
                     seed: int = 0, comm_s_per_weight: float = REFERENCE_COMM_S_PER_WEIGHT,
-                    name: str = "measured") -> tuple[DeviceProfile, list[LayerSweep]]:
-    """Measure and return (profile, per-layer sweeps); the network used is closed afterwards."""
+                    name: str = "measured", build: str | None = None, threads: int | None = None,
+                    stop: Callable[[], bool] | None = None) -> tuple[DeviceProfile, list[LayerSweep]]:
+    """Measure and return (profile, per-layer sweeps); the network used is closed afterwards. ``build`` and
+    ``threads`` are recorded in the profile (``extra.device``, with the CPU); ``stop`` is asked before every
+    measured point, and ProfileInterrupted raised when it says so (nothing is returned then)."""
     if repeat < 1 or not densities or any(not 0 < d <= 1 for d in densities):
         raise ValueError("repeat must be >= 1 and densities in (0, 1]")
     rng = np.random.default_rng(seed)
@@ -90,6 +138,8 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         full = {wparams[li]: np.ones(pshapes[wparams[li]].shape, bool) for li in layers}
 
         def step_time() -> float:
+            if stop is not None and stop():
+                raise ProfileInterrupted("the device profile was interrupted (stop requested)")
             net.train_step(x, y, sgd)  # warm-up (buffers, CSR)
             ts = []
             for _ in range(repeat):
@@ -104,8 +154,11 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         for li in layers:
             force(li, False)
         net.set_masks(full)
+        t0 = time.perf_counter()
         t_dense_all = step_time()
-        log.info("all layers dense: %.4f s per step", t_dense_all)
+        steps = measurement_steps(len(layers), len(densities), repeat)
+        log.info("all layers dense: %.4f s per step; the profile times %d steps: about %.0f s in all", t_dense_all,
+                 steps, (time.perf_counter() - t0) / (repeat + 1) * steps)
         total_w = sum(pshapes[wparams[li]].size for li in layers)
         sweeps: list[LayerSweep] = []
         for li in layers:
@@ -154,10 +207,9 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         intercept = max(0.0, t_low - sum(s.slope * k for s, k in zip(sweeps, kept_low, strict=True)))
         for sw in sweeps:  # leave the network on the measured switch-over
             net.set_sparse_threshold(sw.layer, sw.switch_density)
-        build = ""
-        info = getattr(net, "build_info", None)
-        if callable(info):
-            build = str(info())
+        if build is None:
+            info = getattr(net, "build_info", None)
+            build = str(info()) if callable(info) else ""
     finally:
         close = getattr(net, "close", None)
         if close is not None:
@@ -173,7 +225,7 @@ def profile_network(spec: ModelSpec, net_factory: Callable[[ModelSpec], Any], sg
         source="prunefl_edge.profiler: least squares of step time vs kept weights; b given, not measured",
         model=spec.name, batch_size=batch, importance_s_per_weight=importance_s,
         extra={"dense_step_s": t_dense_all, "sparse_low_step_s": t_low, "sparse_low_importance_step_s": t_low_imp,
-               "build": build,
+               "build": build, "device": device_description(build, threads),
                "sweeps": [{"layer": s.name, "densities": s.densities, "kept": s.kept, "sparse_s": s.sparse_s,
                            "dense_s": s.dense_s} for s in sweeps]})
     return prof, sweeps

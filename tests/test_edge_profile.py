@@ -82,3 +82,57 @@ def test_the_coordinator_takes_the_slowest_usable_announced_profile() -> None:
     assert TimeModel.from_profile(prof, spec).round_time(full) == pytest.approx(
         TimeModel.from_profile(DeviceProfile.from_json(_scaled(3.0)), spec).round_time(full))
     assert slowest_announced({"a": None, "b": {"format": "x"}}, mlp_spec((1, 8, 8))) is None
+
+
+def test_the_measured_profile_says_which_build_it_timed(tmp_path: Path) -> None:
+    from prunefl_edge.engine import build_info
+
+    prof = device_profile(ProfileConfig(model="mlp", repeat=1), tmp_path, SHAPE, CLASSES, 2)
+    dev = json.loads((tmp_path / PROFILE_FILE).read_text())["extra"]["device"]
+    assert dev == prof.extra["device"]
+    assert dev["build"] == build_info() and dev["isa"] and dev["isa"] in build_info() and dev["threads"] == 2
+    assert dev["cpu_model"]
+
+
+def test_a_stop_during_the_first_start_profile_caches_nothing(tmp_path: Path) -> None:
+    from prunefl_edge.profiler import ProfileInterrupted
+
+    with pytest.raises(ProfileInterrupted):
+        device_profile(ProfileConfig(model="mlp", repeat=1), tmp_path, SHAPE, CLASSES, 1, stop=lambda: True)
+    assert not (tmp_path / PROFILE_FILE).exists()
+
+
+def test_sigterm_during_the_first_start_profile_stops_the_edge(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from prunefl_edge.edge_config import write_edge_config
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x_train=rng.random((40, 3, 32, 32), dtype=np.float32),
+             y_train=rng.integers(0, 10, 40))
+    cfg = tmp_path / "edge.toml"
+    write_edge_config(cfg, {"edge": {"id": "e1", "federation": "f", "state_dir": str(tmp_path / "state")},
+                            "broker": {"url": "mqtt://127.0.0.1:9"},  # never reached: the stop comes first
+                            "data": {"path": str(tmp_path / "train.npz"), "format": "npz"},
+                            "profile": {"measure": True, "model": "vgg11"}})  # long enough to be stopped in
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    p = subprocess.Popen([sys.executable, "-m", "prunefl_edge.cli", "start", "--config", str(cfg)],
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if "measuring this device's profile" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    _, rest = p.communicate(timeout=600)
+    log = "".join(lines) + rest
+    assert p.returncode == 0, log
+    assert "timed steps" in log and "profile interrupted" in log and "stopped before connecting" in log, log
+    assert not (tmp_path / "state" / PROFILE_FILE).exists()
+    assert (tmp_path / "state" / "status.json").exists()

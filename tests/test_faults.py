@@ -349,3 +349,23 @@ def test_a_coordinator_whose_disk_fills_up_stops_with_its_last_checkpoint_whole(
         text, _ = resumed.communicate(timeout=180)
         assert resumed.returncode == 0, text.decode()
     assert [r["round"] for r in _train(out)] == list(range(30))  # the round whose checkpoint failed was redone
+
+
+def test_a_new_coordinator_run_does_not_resume_the_edges_state_of_an_earlier_run(mosquitto, tmp_path):  # noqa: F811
+    # the same edge processes serve two runs in turn (a new run without --resume): the second run's tasks find
+    # state of the first one, which is set aside, not trained on
+    broker = mosquitto()
+    root = tmp_path / "edges"
+    with _edges(root, broker.url) as local:
+        first = run(_opts(tmp_path, broker.url, rounds=3, out=str(tmp_path / "a")), progress=False)
+        second = run(_opts(tmp_path, broker.url, rounds=3, out=str(tmp_path / "b")), progress=False)
+        ids = local.edge_ids()
+    run_a, run_b = first.state.extra["run_id"], second.state.extra["run_id"]
+    assert run_a != run_b
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["run_id"] == run_b
+    for eid in ids:
+        assert _status(root, eid)["run"] == run_b
+        assert (root / eid / "state" / f"trainer_state.npz.run-{run_a}").exists()
+        log = (root / eid / "edge.log").read_text()
+        assert f"belongs to run {run_a}: starting clean" in log, log[-2000:]
+    assert [r["round"] for r in _train(tmp_path / "b")] == [0, 1, 2]

@@ -76,6 +76,7 @@ from prunefl_common.protocol.positions import (
     sorted_positions,
 )
 from prunefl_common.protocol.topics import valid_id
+from prunefl_common.run_id import split_run
 
 __all__ = [  # what wire.py re-exports
     "STATES", "Decoded", "RejectMsg", "StatusMsg", "decode", "encode_reject", "encode_result", "encode_status",
@@ -441,6 +442,16 @@ def _masks_from(entries: Any, t: Tensors, what: str, limits: Limits) -> dict[int
             for p, shape, size, enc, arr in checked}
 
 
+def _check_positions_fit(limits: Limits, p: int, size: int, what: str) -> None:
+    """Positions declared over ``size`` weights of parameter ``p``: with the model known, p must be one of its prunable
+    weights and have that many (checked before any position array is built)."""
+    if limits.prunable is None or limits.shapes is None:
+        return
+    if p not in limits.prunable or size != math.prod(limits.shapes[p]):
+        has = f"has {math.prod(limits.shapes[p])}" if p in limits.prunable else "has no mask"
+        raise ProtocolError(f"{what} of parameter {p}: {size} positions, the model's parameter {p} {has}")
+
+
 def _delta_from(m: dict[str, Any], version: int, t: Tensors, limits: Limits) -> MaskDelta:
     exact_keys(m, frozenset({"mode", "base_version", "entries"}), "task mask")
     base = read_int(m, "base_version", "task mask", -1, MAX_ID)
@@ -450,10 +461,7 @@ def _delta_from(m: dict[str, Any], version: int, t: Tensors, limits: Limits) -> 
         exact_keys(e, frozenset({"param", "size", "added", "removed"}), "mask delta entry")
         p = read_int(e, "param", "mask delta", 0, MAX_PARAMS - 1)
         size = read_int(e, "size", f"mask delta of parameter {p}", 1, MAX_ELEMENTS)
-        if limits.prunable is not None and limits.shapes is not None and (
-                p not in limits.prunable or size != math.prod(limits.shapes[p])):
-            has = f"has {math.prod(limits.shapes[p])}" if p in limits.prunable else "has no mask"
-            raise ProtocolError(f"mask delta of parameter {p}: {size} positions, the model's parameter {p} {has}")
+        _check_positions_fit(limits, p, size, "mask delta")
         for key, table in (("added", added), ("removed", removed)):
             if e[key] is None:
                 continue
@@ -506,6 +514,11 @@ def _decode_task(header: Header, h: dict[str, Any], t: Tensors,
     model = h["model"]
     if model is not None and not isinstance(model, dict):
         raise ProtocolError("task: model must be a JSON object or null")
+    if model is not None:
+        try:
+            split_run(model)  # the run id (absent in an older coordinator's tasks) must be well-formed
+        except ValueError as e:
+            raise ProtocolError(f"task: {e}") from e
     return Task(header.round, kind, mu, values, config), model
 
 
@@ -526,10 +539,7 @@ def _sparse_importance_from(d: Any, t: Tensors, limits: Limits) -> SparseImporta
         exact_keys(e, frozenset({"param", "size", "enc", "exp"}), "sparse importance entry")
         p = read_int(e, "param", "sparse importance", 0, MAX_PARAMS - 1)
         size = read_int(e, "size", f"sparse importance of parameter {p}", 1, MAX_ELEMENTS)
-        if limits.prunable is not None and limits.shapes is not None and (
-                p not in limits.prunable or size != math.prod(limits.shapes[p])):
-            raise ProtocolError(f"sparse importance of parameter {p}: {size} positions, not a prunable weight of the "
-                                "model of that size")
+        _check_positions_fit(limits, p, size, "sparse importance")
         what = f"pruned importance of parameter {p}"
         exp = read_int(e, "exp", what, -MAX_HALF_EXP, MAX_HALF_EXP)
         vals = t.half_vector(f"zp{p}", what)
