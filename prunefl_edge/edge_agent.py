@@ -42,7 +42,7 @@ from prunefl_common.messages import Task, TaskKind
 from prunefl_common.model_spec import ModelSpec, ModelSpecError, spec_from_dict
 from prunefl_common.npz_file import load_npz_with_meta, save_npz_atomic
 from prunefl_common.protocol.chunks import Reassembler, split_message
-from prunefl_common.protocol.mqtt_client import MqttClient
+from prunefl_common.protocol.mqtt_client import MqttClient, PacketTooLargeError
 from prunefl_common.protocol.recent import RecentIds
 from prunefl_common.protocol.topics import Topics
 from prunefl_common.protocol.wire import (
@@ -170,7 +170,7 @@ class EdgeAgent:
         self._round_start: dict[tuple[int, str], tuple[dict[str, int], list[np.ndarray] | None, int, int]] = {}
         self.counters = {"tasks_done": 0, "tasks_rejected": 0, "bytes_received": 0, "bytes_sent": 0,
                          "messages_dropped": 0, "bytes_duplicate": 0,
-                         "bytes_foreign": 0, "state_save_failures": 0}
+                         "bytes_foreign": 0, "state_save_failures": 0, "publish_refused": 0}
         self.client = MqttClient(cfg.broker, client_id=cfg.id, subscriptions=[self.topics.task(cfg.id)],
                                  on_message=self._on_message,
                                  will=(self.topics.status(cfg.id), self._status_bytes("offline")),
@@ -203,7 +203,11 @@ class EdgeAgent:
                              federation=self.cfg.federation, sender=self.cfg.id)
 
     def _announce(self) -> None:
-        self.client.publish(self.topics.status(self.cfg.id), self._status_bytes("online"), retain=True)
+        try:
+            self.client.publish(self.topics.status(self.cfg.id), self._status_bytes("online"), retain=True)
+        except PacketTooLargeError as e:  # a status is a few KB: only a broker limit far below any usable one
+            self.counters["publish_refused"] += 1
+            log.error("cannot announce the status: %s", e)
 
     # ---- messages (network thread) ---------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -386,9 +390,16 @@ class EdgeAgent:
         topic = self.topics.result(self.cfg.id)
         # below the packet limit in play (the broker's, read at connection, or the configured one)
         payload = self.client.payload_limit(topic, self.cfg.max_payload_bytes)
-        for part in split_message(data, payload, federation=self.cfg.federation, sender=self.cfg.id):
-            self.client.publish(topic, part)
-            self.counters["bytes_sent"] += len(part)
+        try:
+            for part in split_message(data, payload, federation=self.cfg.federation, sender=self.cfg.id):
+                self.client.publish(topic, part)
+                self.counters["bytes_sent"] += len(part)
+        except (PacketTooLargeError, ValueError) as e:
+            # a broker whose packet limit leaves no room for even one chunk (about 1.5 KB): this result cannot be sent;
+            # the agent serves on (its state is saved) and the status counts it, instead of dying on every task
+            self.counters["publish_refused"] += 1
+            log.error("cannot send a %d-byte message on %s: %s (raise the broker's max_packet_size)", len(data), topic,
+                      e)
 
     def _reject(self, msg: Decoded, reason: str, needs_full_mask: bool) -> None:
         task = msg.body
