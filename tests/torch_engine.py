@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from dense_kept import DenseKeptMixin
 from torch import nn
 
 from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU
@@ -16,7 +17,7 @@ from prunefl_common.model_spec import Conv2d, Flatten, Linear, MaxPool2d, ModelS
 from prunefl_edge.engine import EvalResult, SGDConfig, StepResult  # noqa: F401 - re-exported
 
 
-class TorchNetwork:
+class TorchNetwork(DenseKeptMixin):
     def __init__(self, spec: ModelSpec, threads: int = 1) -> None:
         torch.set_num_threads(threads)
         self.spec = spec
@@ -64,30 +65,6 @@ class TorchNetwork:
         for p, w in zip(self.params, ws, strict=True):
             p.data = torch.from_numpy(np.array(w, np.float32)).reshape(p.shape)
         self._apply()
-
-    def get_kept_values(self) -> list[np.ndarray]:
-        ws, ms = self.get_weights(), self.get_masks()
-        return [w[ms[i]] if i in ms else w.ravel() for i, w in enumerate(ws)]
-
-    def set_kept_values(self, values: list[np.ndarray]) -> None:
-        ws, ms = self.get_weights(), self.get_masks()
-        for i, v in enumerate(values):
-            if i in ms:
-                ws[i] = np.zeros_like(ws[i])
-                ws[i][ms[i]] = v
-            else:
-                ws[i] = np.asarray(v, np.float32).reshape(ws[i].shape)
-        self.set_weights(ws)
-
-    def add_importance(self, z: list[np.ndarray], scale: float, kept_only: bool = False) -> None:
-        ms = self.get_masks()
-        for i, (zi, s) in enumerate(zip(z, self.grad_sums(), strict=True)):
-            sq = np.float32(scale) * np.square(np.asarray(s, np.float32))
-            zi += np.where(ms[i], sq, np.float32(0)) if kept_only and i in ms else sq
-
-    def add_step_importance(self, z: list[np.ndarray], scale: float = 1.0) -> None:
-        for zi, g in zip(z, self.grads(), strict=True):
-            zi += np.float32(scale) * np.square(np.asarray(g, np.float32))
 
     def get_masks(self) -> dict[int, np.ndarray]:
         return {i: m.numpy().copy() for i, m in self.masks.items()}
